@@ -1,0 +1,20 @@
+"""Backend selection by name (``--backend``)."""
+
+from __future__ import annotations
+
+from .backend import Cluster
+
+
+def _local() -> Cluster:
+    from .local.cluster import LocalCluster
+    return LocalCluster()
+
+
+BACKENDS = {"local": _local}
+
+
+def create_cluster(name: str) -> Cluster:
+    try:
+        return BACKENDS[name]()
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; known: {', '.join(sorted(BACKENDS))}") from None

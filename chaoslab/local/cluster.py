@@ -1,0 +1,160 @@
+"""The local backend: the brief's stack as real servers on 127.0.0.1, no Docker."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from .. import haproxy_config, pg
+from ..backend import Cluster
+from ..credentials import from_environment
+from ..errors import LabError
+from ..rundir import RunDir, reap_abandoned_runs
+from ..topology import (BRIEF_HAPROXY_READ_PORT, BRIEF_PORTS, DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA,
+                        Credentials, Endpoint)
+from .haproxy import HAProxyNode
+from .postgres import PostgresNode, find_bindir
+from .process import ServerUser
+from .redis import RedisNode
+
+LOCALHOST = "127.0.0.1"
+
+
+class LocalCluster(Cluster):
+    """Real PostgreSQL, Redis and HAProxy processes in a per-run directory."""
+
+    name = "local"
+
+    def __init__(self, creds: Credentials | None = None, *, brief_ports: bool = False) -> None:
+        super().__init__(creds or from_environment())
+        self.brief_ports = brief_ports
+        self.run_dir: RunDir | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        reap_abandoned_runs()
+        user = ServerUser.detect()
+        bindir = find_bindir()
+        self.run_dir = run_dir = RunDir.create()
+        try:
+            def port(service: str, brief: int) -> int:
+                return run_dir.reserve_port(brief if self.brief_ports else None)
+            self._endpoints = {service: Endpoint(LOCALHOST, port(service, BRIEF_PORTS[service]))
+                               for service in (PRIMARY, REPLICA, REDIS, HAPROXY)}
+            self._haproxy_read = Endpoint(LOCALHOST, port("haproxy-read", BRIEF_HAPROXY_READ_PORT))
+            self.nodes = {node: PostgresNode(node, self._endpoints[node], run_dir, user, self.creds, bindir)
+                          for node in DB_NODES}
+            self.redis_node = RedisNode(REDIS, self._endpoints[REDIS], run_dir, user)
+            self.haproxy = HAProxyNode(HAPROXY, run_dir, user)
+
+            self.nodes[PRIMARY].init_primary()
+            self.nodes[REPLICA].clone_from(self.nodes[PRIMARY])
+            self.nodes[REPLICA].start()
+            self.redis_node.start()
+            self._apply_haproxy(self.haproxy_source, "restart")
+            self.wait_streaming(REPLICA)
+            self.wait_haproxy_settled()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.run_dir is None:
+            return
+        for process in self._processes():
+            try:
+                process.stop(timeout=5)
+            except Exception:
+                pass  # whatever resists is SIGKILLed by the reaper below
+        self.run_dir.remove()
+        self.run_dir = None
+
+    def detach(self) -> None:
+        """Leave the stack running after this process exits (`python -m chaoslab up`)."""
+        self.run_dir.mark_detached()
+
+    def _processes(self):
+        for attribute in ("nodes",):
+            for node in getattr(self, attribute, {}).values():
+                yield node.process
+        for attribute in ("redis_node", "haproxy"):
+            if hasattr(self, attribute):
+                yield getattr(self, attribute).process
+
+    def _server(self, service: str):
+        if service in DB_NODES:
+            return self.nodes[service]
+        return {REDIS: self.redis_node, HAPROXY: self.haproxy}[service]
+
+    # -- where things are --------------------------------------------------------------
+    def endpoint(self, service: str) -> Endpoint:
+        return self._endpoints[service]
+
+    def haproxy_read_endpoint(self) -> Endpoint:
+        return self._haproxy_read
+
+    def log_path(self, service: str) -> Path:
+        return self._server(service).log
+
+    def is_running(self, service: str) -> bool:
+        return self._server(service).process.running()
+
+    def is_paused(self, service: str) -> bool:
+        return self._server(service).process.paused
+
+    # -- faults ----------------------------------------------------------------------------
+    def _stop(self, service: str) -> None:
+        self._server(service).process.stop()
+
+    def _kill(self, service: str) -> None:
+        self._server(service).process.kill()
+
+    def _pause(self, service: str) -> None:
+        self._server(service).process.pause()
+
+    def _resume(self, service: str) -> None:
+        self._server(service).process.resume()
+
+    def _start(self, service: str) -> None:
+        self._server(service).start()
+
+    def _promote_with_pg_ctl(self, service: str) -> None:
+        self.nodes[service].promote_with_pg_ctl()
+
+    # -- HAProxy -----------------------------------------------------------------------------
+    def _apply_haproxy(self, text: str, how: str) -> None:
+        addresses = haproxy_config.Addresses(
+            nodes={node: self._endpoints[node] for node in DB_NODES}, write_bind=self._endpoints[HAPROXY],
+            read_bind=self._haproxy_read, socket_path=self.haproxy.socket)
+        self.haproxy.write_config(haproxy_config.render(text, addresses))
+        if how == "reload" and self.haproxy.process.running():
+            self.haproxy.reload()
+        elif how in ("restart", "reload"):
+            self.haproxy.process.stop()
+            self.haproxy.start()
+        else:
+            raise ValueError(f"unknown way to apply a config: {how!r}")
+
+    def haproxy_command(self, line: str) -> str:
+        try:
+            return self.haproxy.command(line)
+        except OSError as exc:
+            raise LabError(HAPROXY, f"its runtime API to answer {line!r}", self.haproxy.log, str(exc)) from None
+
+    def haproxy_view_of(self, service: str) -> Endpoint:
+        return self._endpoints[service]
+
+    # -- rebuilding roles ------------------------------------------------------------------------
+    def rebuild_replica(self, standby: str, primary: str) -> None:
+        node = self.nodes[standby]
+        node.process.stop()
+        node.wipe()
+        node.clone_from(self.nodes[primary])
+        node.start()
+
+    def rejoin(self, old_primary: str, new_primary: str) -> None:
+        node = self.nodes[old_primary]
+        if node.process.running():
+            node.process.stop()
+        node.rewind_from(self.nodes[new_primary])
+        node.start()

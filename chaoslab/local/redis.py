@@ -1,0 +1,59 @@
+"""Redis as a local process: a pure cache, no persistence."""
+
+from __future__ import annotations
+
+import signal
+import shutil
+from dataclasses import dataclass
+
+import redis as redis_client
+
+from ..errors import LabError
+from ..rundir import RunDir
+from ..topology import Endpoint
+from ..waits import wait_until
+from .process import ServerProcess, ServerUser
+
+REDIS_CONF = """\
+# Written by chaoslab: a cache, so nothing is persisted and a restart starts empty.
+bind 127.0.0.1
+port {port}
+dir {dir}
+save ""
+appendonly no
+daemonize no
+"""
+
+
+@dataclass
+class RedisNode:
+    name: str
+    endpoint: Endpoint
+    run_dir: RunDir
+    user: ServerUser
+
+    def __post_init__(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.dir = self.run_dir.service_dir(self.name)
+        self.log = self.dir / "redis.log"
+        self.log.touch()
+        conf = self.dir / "redis.conf"
+        conf.write_text(REDIS_CONF.format(port=self.endpoint.port, dir=self.dir))
+        self.user.own(self.dir)
+        self.process = ServerProcess(name=self.name, args=[binary, str(conf)], cwd=self.dir, log=self.log,
+                                     user=self.user, run_dir=self.run_dir, stop_signal=signal.SIGTERM)
+
+    def start(self, timeout: float = 15) -> None:
+        self.process.start()
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 15) -> None:
+        def pong() -> bool:
+            if not self.process.running():
+                raise LabError(self.name, "redis-server to start", self.log, "the server exited")
+            client = redis_client.Redis(host=self.endpoint.host, port=self.endpoint.port, socket_timeout=0.5)
+            try:
+                return client.ping()
+            finally:
+                client.close()
+        wait_until(pong, service=self.name, expected=f"PONG on {self.endpoint}", timeout=timeout, log=self.log)

@@ -1,0 +1,110 @@
+"""PostgreSQL operations that only need a connection: the same on every backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from .topology import Credentials, Endpoint
+
+PRODUCTS_DDL = (Path(__file__).parent / "sql" / "products.sql").read_text()
+# Settings that scenarios change with ALTER SYSTEM; the baseline resets exactly these.
+SCENARIO_SETTINGS = ("recovery_min_apply_delay", "synchronous_standby_names", "synchronous_commit")
+
+
+def conninfo(endpoint: Endpoint, creds: Credentials, *, role: str = "app", dbname: str | None = None) -> str:
+    user, password = {
+        "app": (creds.app_user, creds.app_password),
+        "superuser": (creds.superuser, creds.superuser_password),
+        "replication": (creds.replication_user, creds.replication_password),
+    }[role]
+    return psycopg.conninfo.make_conninfo(
+        host=endpoint.host, port=endpoint.port, user=user, password=password,
+        dbname=dbname or creds.database, connect_timeout=2, application_name="chaoslab",
+    )
+
+
+def connect(endpoint: Endpoint, creds: Credentials, *, role: str = "app", dbname: str | None = None) -> psycopg.Connection:
+    return psycopg.connect(conninfo(endpoint, creds, role=role, dbname=dbname), autocommit=True)
+
+
+def query_one(endpoint: Endpoint, creds: Credentials, query: str, params=None, *, role: str = "app", dbname: str | None = None):
+    with connect(endpoint, creds, role=role, dbname=dbname) as conn:
+        row = conn.execute(query, params).fetchone()
+    return row[0] if row and len(row) == 1 else row
+
+
+def in_recovery(endpoint: Endpoint, creds: Credentials) -> bool:
+    return bool(query_one(endpoint, creds, "SELECT pg_is_in_recovery()"))
+
+
+def current_lsn(endpoint: Endpoint, creds: Credentials) -> str:
+    return query_one(endpoint, creds, "SELECT pg_current_wal_lsn()::text")
+
+
+def replayed(endpoint: Endpoint, creds: Credentials, lsn: str) -> bool:
+    return bool(query_one(endpoint, creds, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)))
+
+
+def streaming_from(endpoint: Endpoint, creds: Credentials) -> int | None:
+    """The port of the primary this standby streams from, or None if it does not stream."""
+    return query_one(
+        endpoint, creds,
+        "SELECT sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming'", role="superuser",
+    )
+
+
+def bootstrap_roles(endpoint: Endpoint, creds: Credentials) -> None:
+    """The brief's users and database, the replication role and HAProxy's check role."""
+    with connect(endpoint, creds, role="superuser", dbname="postgres") as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(creds.app_user), sql.Literal(creds.app_password)))
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+            sql.Identifier(creds.database), sql.Identifier(creds.app_user)))
+        conn.execute(sql.SQL("CREATE ROLE {} REPLICATION LOGIN PASSWORD {}").format(
+            sql.Identifier(creds.replication_user), sql.Literal(creds.replication_password)))
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(creds.check_user)))
+
+
+def ensure_products_table(endpoint: Endpoint, creds: Credentials) -> None:
+    with connect(endpoint, creds) as conn:
+        exists = conn.execute("SELECT to_regclass('public.products') IS NOT NULL").fetchone()[0]
+        if not exists:
+            conn.execute(PRODUCTS_DDL)
+
+
+def reset_data(endpoint: Endpoint, creds: Credentials) -> str:
+    """Empty the products table; returns the LSN a standby must replay to see it empty."""
+    ensure_products_table(endpoint, creds)
+    with connect(endpoint, creds) as conn:
+        conn.execute("TRUNCATE products RESTART IDENTITY")
+        return conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+
+
+def reset_scenario_settings(endpoint: Endpoint, creds: Credentials) -> bool:
+    """Undo the ALTER SYSTEM of earlier scenarios; True if anything had to change."""
+    with connect(endpoint, creds, role="superuser", dbname="postgres") as conn:
+        changed = conn.execute(
+            "SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%%postgresql.auto.conf' AND name = ANY(%s)",
+            (list(SCENARIO_SETTINGS),),
+        ).fetchone()[0]
+        if changed:
+            for name in SCENARIO_SETTINGS:
+                conn.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
+            conn.execute("SELECT pg_reload_conf()")
+    return bool(changed)
+
+
+def alter_system(endpoint: Endpoint, creds: Credentials, name: str, value: str) -> None:
+    """Change one setting with ALTER SYSTEM and reload (no restart needed for these)."""
+    if name not in SCENARIO_SETTINGS:
+        raise ValueError(f"{name} is not a scenario setting the baseline knows how to undo")
+    with connect(endpoint, creds, role="superuser", dbname="postgres") as conn:
+        conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        conn.execute("SELECT pg_reload_conf()")
+
+
+def server_version(endpoint: Endpoint, creds: Credentials) -> str:
+    return query_one(endpoint, creds, "SHOW server_version")

@@ -1,0 +1,218 @@
+"""Per-run directories, port reservations and the reaping of killed runs.
+
+Every lab run owns one directory under the run root. Each server it starts
+records its process group there, and each port it takes is reserved there, so
+that two runs never collide and a run killed with SIGKILL can be cleaned up by
+the next one: nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LabError
+from .waits import wait_until
+
+RUN_ROOT = Path(os.environ.get("CHAOSLAB_RUN_ROOT", "/tmp/chaoslab"))
+OWNER_FILE = "owner.json"
+DETACHED_FILE = "detached"  # `python -m chaoslab up` leaves its stack running on purpose
+
+
+def _process_start_time(pid: int) -> str | None:
+    """The kernel's start time of a process: a pid plus this is unique, a pid alone is not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _owner_alive(run_dir: Path) -> bool:
+    try:
+        owner = json.loads((run_dir / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return _process_start_time(owner["pid"]) == owner["start"]
+
+
+def _root() -> Path:
+    RUN_ROOT.mkdir(parents=True, exist_ok=True)
+    (RUN_ROOT / "ports").mkdir(exist_ok=True)
+    # Servers may run as another user than the harness: they need to traverse the root.
+    os.chmod(RUN_ROOT, 0o755)
+    return RUN_ROOT
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def create(cls) -> "RunDir":
+        root = _root()
+        path = root / f"run-{os.getpid()}-{secrets.token_hex(3)}"
+        path.mkdir(mode=0o755)
+        (path / "pgroups").mkdir()
+        (path / OWNER_FILE).write_text(
+            json.dumps({"pid": os.getpid(), "start": _process_start_time(os.getpid())})
+        )
+        return cls(path)
+
+    def service_dir(self, service: str) -> Path:
+        directory = self.path / service
+        directory.mkdir(exist_ok=True)
+        return directory
+
+    # -- process groups -------------------------------------------------------
+    def record_process_group(self, name: str, pgid: int) -> None:
+        (self.path / "pgroups" / name).write_text(str(pgid))
+
+    def forget_process_group(self, name: str) -> None:
+        (self.path / "pgroups" / name).unlink(missing_ok=True)
+
+    # -- ports ----------------------------------------------------------------
+    def reserve_port(self, preferred: int | None = None) -> int:
+        """A free TCP port of 127.0.0.1, reserved for this run.
+
+        The reservation file makes two concurrent runs agree; the bind test makes
+        sure nothing else (another program) holds the port right now.
+        """
+        if preferred and self._try_reserve(preferred):
+            return preferred
+        for _ in range(200):
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            if self._try_reserve(port):
+                return port
+        raise RuntimeError("no free port could be reserved on 127.0.0.1")
+
+    def _try_reserve(self, port: int) -> bool:
+        if not _port_free(port):
+            return False
+        marker = RUN_ROOT / "ports" / str(port)
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = RUN_ROOT / marker.read_text().strip() if marker.exists() else None
+            if owner is not None and owner.exists():
+                return False
+            marker.unlink(missing_ok=True)  # reserved by a run that is gone
+            return self._try_reserve(port)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.run_id)
+        (self.path / "ports").mkdir(exist_ok=True)
+        (self.path / "ports" / str(port)).touch()
+        return True
+
+    # -- lifecycle ------------------------------------------------------------
+    def mark_detached(self) -> None:
+        (self.path / DETACHED_FILE).touch()
+
+    def remove(self) -> None:
+        """Kill whatever this run still has running, release its ports, delete it."""
+        reap_run(self.path)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    """Pids of the group's live processes.
+
+    Orphaned children are reparented to PID 1, which may never reap them here:
+    a zombie holds no port and no file, so it does not count.
+    """
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def group_alive(pgid: int) -> bool:
+    return bool(_live_group_members(pgid))
+
+
+def _group_belongs_to(pgid: int, run_dir: Path) -> bool:
+    """True if a live member of the group runs inside the run directory (the pgid was not reused)."""
+    for pid in _live_group_members(pgid):
+        try:
+            if os.readlink(f"/proc/{pid}/cwd").startswith(str(run_dir)):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def kill_group(pgid: int) -> None:
+    for sig in (signal.SIGCONT, signal.SIGKILL):  # a stopped group must wake to die cleanly
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+
+
+def reap_run(run_dir: Path) -> None:
+    pgroups = run_dir / "pgroups"
+    for record in sorted(pgroups.glob("*")) if pgroups.exists() else []:
+        try:
+            pgid = int(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if _group_belongs_to(pgid, run_dir):
+            kill_group(pgid)
+            try:  # SIGKILL is asynchronous: make sure the ports are free before they are released
+                wait_until(lambda: not _group_belongs_to(pgid, run_dir), service=record.name,
+                           expected="to exit after SIGKILL", timeout=5)
+            except LabError:
+                pass  # a zombie of a dead parent holds nothing; the directory goes anyway
+    for port in (run_dir / "ports").glob("*") if (run_dir / "ports").exists() else []:
+        marker = RUN_ROOT / "ports" / port.name
+        try:
+            if marker.read_text().strip() == run_dir.name:
+                marker.unlink()
+        except OSError:
+            pass
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def reap_abandoned_runs() -> list[Path]:
+    """Clean up the runs whose owner died without cleaning up (pytest killed with SIGKILL)."""
+    if not RUN_ROOT.exists():
+        return []
+    reaped = []
+    for run_dir in sorted(RUN_ROOT.glob("run-*")):
+        if (run_dir / DETACHED_FILE).exists() or _owner_alive(run_dir):
+            continue
+        reap_run(run_dir)
+        reaped.append(run_dir)
+    return reaped
+
+
+def detached_runs() -> list[Path]:
+    if not RUN_ROOT.exists():
+        return []
+    return [run_dir for run_dir in sorted(RUN_ROOT.glob("run-*")) if (run_dir / DETACHED_FILE).exists()]

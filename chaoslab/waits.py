@@ -1,0 +1,45 @@
+"""Polling with a deadline: the only way the harness waits for a state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from tenacity import RetryError, Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_fixed
+
+from .errors import LabError
+
+T = TypeVar("T")
+
+
+def wait_until(
+    probe: Callable[[], T],
+    *,
+    service: str,
+    expected: str,
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    log: Path | str | None = None,
+) -> T:
+    """Call ``probe`` until it returns a truthy value without raising; return that value.
+
+    Exceptions raised by the probe count as "not yet". When the deadline passes,
+    a LabError names the service, the expectation and the log, with the last error seen.
+    """
+    retrying = Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(interval),
+        retry=retry_if_exception_type(Exception) | retry_if_result(lambda value: not value),
+    )
+    try:
+        return retrying(probe)
+    except RetryError as exc:
+        last = exc.last_attempt
+        cause = f"it was still not so after {timeout:g}s"
+        if last.failed:
+            error = last.exception()
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            cause += f" (last error: {type(error).__name__}: {first_line})"
+        else:
+            cause += f" (last answer: {last.result()!r})"
+        raise LabError(service, expected, log, cause) from None
