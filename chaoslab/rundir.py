@@ -78,6 +78,12 @@ class RunDir:
     def record_process_group(self, name: str, pgid: int) -> None:
         (self.path / "pgroups" / name).write_text(str(pgid))
 
+    def recorded_process_group(self, name: str) -> int | None:
+        try:
+            return int((self.path / "pgroups" / name).read_text())
+        except (OSError, ValueError):
+            return None
+
     def forget_process_group(self, name: str) -> None:
         (self.path / "pgroups" / name).unlink(missing_ok=True)
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import signal
+import json
+from dataclasses import asdict
 from pathlib import Path
 
-from .. import haproxy_config, pg
+from .. import haproxy_config
 from ..backend import Cluster
 from ..credentials import from_environment
 from ..errors import LabError
@@ -33,20 +34,13 @@ class LocalCluster(Cluster):
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
         reap_abandoned_runs()
-        user = ServerUser.detect()
-        bindir = find_bindir()
         self.run_dir = run_dir = RunDir.create()
         try:
-            def port(service: str, brief: int) -> int:
+            def port(brief: int) -> int:
                 return run_dir.reserve_port(brief if self.brief_ports else None)
-            self._endpoints = {service: Endpoint(LOCALHOST, port(service, BRIEF_PORTS[service]))
-                               for service in (PRIMARY, REPLICA, REDIS, HAPROXY)}
-            self._haproxy_read = Endpoint(LOCALHOST, port("haproxy-read", BRIEF_HAPROXY_READ_PORT))
-            self.nodes = {node: PostgresNode(node, self._endpoints[node], run_dir, user, self.creds, bindir)
-                          for node in DB_NODES}
-            self.redis_node = RedisNode(REDIS, self._endpoints[REDIS], run_dir, user)
-            self.haproxy = HAProxyNode(HAPROXY, run_dir, user)
-
+            endpoints = {service: Endpoint(LOCALHOST, port(BRIEF_PORTS[service]))
+                         for service in (PRIMARY, REPLICA, REDIS, HAPROXY)}
+            self._build(endpoints, Endpoint(LOCALHOST, port(BRIEF_HAPROXY_READ_PORT)))
             self.nodes[PRIMARY].init_primary()
             self.nodes[REPLICA].clone_from(self.nodes[PRIMARY])
             self.nodes[REPLICA].start()
@@ -57,6 +51,49 @@ class LocalCluster(Cluster):
         except BaseException:
             self.close()
             raise
+
+    def _build(self, endpoints: dict[str, Endpoint], haproxy_read: Endpoint) -> None:
+        user = ServerUser.detect()
+        bindir = find_bindir()
+        self._endpoints = endpoints
+        self._haproxy_read = haproxy_read
+        self.nodes = {node: PostgresNode(node, endpoints[node], self.run_dir, user, self.creds, bindir)
+                      for node in DB_NODES}
+        self.redis_node = RedisNode(REDIS, endpoints[REDIS], self.run_dir, user)
+        self.haproxy = HAProxyNode(HAPROXY, self.run_dir, user)
+
+    # -- a stack left running by `python -m chaoslab up` ------------------------------
+    STATE_FILE = "state.json"
+
+    def detach(self) -> None:
+        """Leave the stack running after this process exits, and say how to find it again."""
+        self.save_state()
+        self.run_dir.mark_detached()
+
+    def save_state(self) -> None:
+        state = {
+            "endpoints": {service: [e.host, e.port] for service, e in self._endpoints.items()},
+            "haproxy_read": [self._haproxy_read.host, self._haproxy_read.port],
+            "creds": asdict(self.creds),
+            "haproxy_config_name": self.haproxy_config_name,
+            "haproxy_source": self.haproxy_source,
+            "haproxy_runtime_changed": self._haproxy_runtime_changed,
+        }
+        path = self.run_dir.path / self.STATE_FILE
+        path.touch(mode=0o600)  # it holds the run's passwords
+        path.write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def attach(cls, run_path: Path) -> "LocalCluster":
+        state = json.loads((run_path / cls.STATE_FILE).read_text())
+        cluster = cls(Credentials(**state["creds"]))
+        cluster.run_dir = RunDir(run_path)
+        cluster._build({service: Endpoint(*address) for service, address in state["endpoints"].items()},
+                       Endpoint(*state["haproxy_read"]))
+        cluster.haproxy_config_name = state["haproxy_config_name"]
+        cluster.haproxy_source = state["haproxy_source"]
+        cluster._haproxy_runtime_changed = state["haproxy_runtime_changed"]
+        return cluster
 
     def close(self) -> None:
         if self.run_dir is None:
@@ -69,17 +106,11 @@ class LocalCluster(Cluster):
         self.run_dir.remove()
         self.run_dir = None
 
-    def detach(self) -> None:
-        """Leave the stack running after this process exits (`python -m chaoslab up`)."""
-        self.run_dir.mark_detached()
-
     def _processes(self):
-        for attribute in ("nodes",):
-            for node in getattr(self, attribute, {}).values():
-                yield node.process
-        for attribute in ("redis_node", "haproxy"):
-            if hasattr(self, attribute):
-                yield getattr(self, attribute).process
+        if hasattr(self, "nodes"):  # absent if the start failed before anything was built
+            yield from (node.process for node in self.nodes.values())
+            yield self.redis_node.process
+            yield self.haproxy.process
 
     def _server(self, service: str):
         if service in DB_NODES:

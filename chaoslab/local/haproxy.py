@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -68,7 +67,7 @@ class HAProxyNode:
         if not self.process.running():
             raise LabError(self.name, "a running master to reload", self.log, "haproxy is not running")
         before = self.worker_pid()
-        os.kill(self.process.pid, signal.SIGUSR2)  # the master only: workers must not get it
+        self.process.signal_leader(signal.SIGUSR2)  # the master only: workers must not get it
         wait_until(lambda: self.worker_pid() not in ("", before), service=self.name,
                    expected="a new worker to answer after the reload", timeout=timeout, log=self.log)
 

@@ -94,7 +94,11 @@ class ServerUser:
 
 @dataclass
 class ServerProcess:
-    """A long-running server: start, signal, stop, wait for exit."""
+    """A long-running server known by its process group: start, signal, stop.
+
+    State is read from /proc, not remembered, so that another process (the
+    ``python -m chaoslab fault`` command) can drive a stack started earlier.
+    """
 
     name: str
     args: list[str]
@@ -104,15 +108,31 @@ class ServerProcess:
     run_dir: RunDir
     env: dict[str, str] = field(default_factory=dict)
     stop_signal: int = signal.SIGTERM
+    pid: int | None = None
     _popen: subprocess.Popen | None = None
-    paused: bool = False
 
-    @property
-    def pid(self) -> int | None:
-        return self._popen.pid if self._popen else None
+    def __post_init__(self) -> None:
+        if self.pid is None:
+            self.pid = self.run_dir.recorded_process_group(self.name)
+
+    def _state(self) -> str | None:
+        """The leader's state letter from /proc (R, S, T for stopped...), None if gone."""
+        if self.pid is None:
+            return None
+        if self._popen is not None:
+            self._popen.poll()  # reap our own child, or it lingers as a zombie
+        try:
+            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return None
+        return None if state in ("Z", "X") else state
 
     def running(self) -> bool:
-        return self._popen is not None and self._popen.poll() is None
+        return self._state() is not None
+
+    @property
+    def paused(self) -> bool:
+        return self._state() == "T"
 
     def start(self) -> None:
         if self.running():
@@ -125,24 +145,29 @@ class ServerProcess:
                 )
             except FileNotFoundError:
                 raise LabError(self.name, f"to start {self.args[0]}", self.log, "the program is not installed") from None
-        self.paused = False
-        self.run_dir.record_process_group(self.name, self._popen.pid)
+        self.pid = self._popen.pid
+        self.run_dir.record_process_group(self.name, self.pid)
 
     def signal_group(self, sig: int) -> None:
-        if self._popen is None:
+        if self.pid is None:
             return
         try:
-            os.killpg(self._popen.pid, sig)
+            os.killpg(self.pid, sig)
         except ProcessLookupError:
             pass
 
+    def signal_leader(self, sig: int) -> None:
+        if not self.running():
+            raise LabError(self.name, "a running process to signal", self.log, "it is not running")
+        os.kill(self.pid, sig)
+
     def pause(self) -> None:
         self.signal_group(signal.SIGSTOP)
-        self.paused = True
+        wait_until(lambda: self.paused, service=self.name, expected="to be stopped by SIGSTOP", timeout=5,
+                   log=self.log)
 
     def resume(self) -> None:
         self.signal_group(signal.SIGCONT)
-        self.paused = False
 
     def stop(self, timeout: float = 15) -> None:
         """Clean stop with the server's own shutdown signal; SIGKILL only past the deadline."""
@@ -151,26 +176,25 @@ class ServerProcess:
             return
         if self.paused:
             self.resume()
-        self.signal_group(self.stop_signal)
+        self.signal_leader(self.stop_signal)
         try:
-            self._popen.wait(timeout)
-        except subprocess.TimeoutExpired:
+            wait_until(lambda: not self.running(), service=self.name, expected="to exit after its stop signal",
+                       timeout=timeout, log=self.log)
+        except LabError:
             with open(self.log, "a") as log:
                 log.write(f"[chaoslab] {self.name} ignored its stop signal for {timeout:g}s: SIGKILL\n")
-            self.kill()
-        self._forget()
+        self.kill()
 
     def kill(self) -> None:
         """SIGKILL the whole group: a crash, with no chance to flush or say goodbye."""
-        if self._popen is None:
-            return
-        kill_group(self._popen.pid)
-        self._popen.wait(10)
-        # Children of the leader may outlive it for a moment; wait until the group is empty.
-        wait_until(lambda: not group_alive(self._popen.pid), service=self.name,
-                   expected="every process of the group to exit after SIGKILL", timeout=10, log=self.log)
-        self.paused = False
+        if self.pid is not None:
+            kill_group(self.pid)
+            # Children of the leader may outlive it for a moment; wait until the group is empty.
+            wait_until(lambda: not self.running() and not group_alive(self.pid), service=self.name,
+                       expected="every process of the group to exit after SIGKILL", timeout=10, log=self.log)
         self._forget()
 
     def _forget(self) -> None:
         self.run_dir.forget_process_group(self.name)
+        self.pid = None
+        self._popen = None

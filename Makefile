@@ -1,0 +1,29 @@
+# The two commands of the README: `make lab` (the main job) and `make test`.
+PY := .venv/bin/python
+PYTEST := $(PY) -m pytest
+
+.PHONY: setup lab test bench report clean
+
+setup:
+	@scripts/setup.sh
+
+# The chaos scenarios on the local backend, then report.md from that run's figures.
+lab: setup
+	@status=0; $(PYTEST) -m "not unit" $(PYTEST_ARGS) || status=$$?; \
+	$(PY) -m chaoslab.report --results reports/results.json --out report.md || status=$$?; \
+	exit $$status
+
+# Every test of the project: unit tests and all scenarios.
+test: setup
+	$(PYTEST) $(PYTEST_ARGS)
+
+bench: setup
+	@scripts/setup.sh wrk
+	$(PY) -m chaoslab.bench
+
+report: setup
+	$(PY) -m chaoslab.report --results reports/results.json --out report.md
+
+clean:
+	$(PY) -m chaoslab down --all 2>/dev/null || true
+	rm -rf reports/junit.xml reports/results.json reports/data

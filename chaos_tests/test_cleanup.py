@@ -1,0 +1,74 @@
+"""Nothing is left behind: after Ctrl-C, and after a run killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from chaoslab import rundir
+from chaoslab.waits import wait_until
+
+pytestmark = pytest.mark.setup
+REPO = Path(__file__).resolve().parent.parent
+
+# An inner pytest session that starts the lab, says where it is, then waits to be interrupted.
+INNER_TEST = textwrap.dedent("""
+    import json, os, threading
+    from pathlib import Path
+
+    def test_hold_the_lab(cluster):
+        ports = [e.port for e in (cluster.endpoint(s) for s in ("db-primary", "db-replica", "redis", "haproxy"))]
+        Path(os.environ["LAB_INFO"]).write_text(json.dumps({"run": str(cluster.run_dir.path), "ports": ports}))
+        threading.Event().wait(120)
+""")
+
+
+def _leftovers(run: Path, ports: list[int]) -> list[str]:
+    problems = []
+    if run.exists():
+        problems.append(f"run directory {run} still exists")
+    for port in ports:
+        if not rundir._port_free(port):
+            problems.append(f"port {port} still taken")
+    for pid in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.readlink(pid / "cwd").startswith(str(run)):
+                problems.append(f"process {pid.name} still runs in {run}")
+        except OSError:
+            continue
+    return problems
+
+
+@pytest.mark.parametrize("interrupt", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
+def test_an_interrupted_run_leaves_nothing(tmp_path, interrupt):
+    test_file = tmp_path / "test_inner.py"
+    test_file.write_text(INNER_TEST)
+    info = tmp_path / "lab.json"
+    env = dict(os.environ, LAB_INFO=str(info), PYTHONPATH=str(REPO))
+    inner = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-q", "-o", "addopts=",
+         "--rootdir", str(tmp_path), str(test_file)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_until(lambda: info.exists() and info.read_text(), service="inner pytest",
+                   expected="to start a lab", timeout=60)
+        lab = json.loads(info.read_text())
+        run = Path(lab["run"])
+        inner.send_signal(interrupt)
+        output, _ = inner.communicate(timeout=60)
+        if interrupt == signal.SIGKILL:
+            # A killed run cannot clean up; it leaves its servers, which the next run reaps.
+            assert run.exists(), "a SIGKILLed run should have left its directory for the reaper"
+            assert run in rundir.reap_abandoned_runs()
+        assert _leftovers(run, lab["ports"]) == [], output
+    finally:
+        if inner.poll() is None:
+            inner.kill()

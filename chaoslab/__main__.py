@@ -1,0 +1,117 @@
+"""Hands-on use of the lab, as a student pokes at it: up, status, fault, down.
+
+    python -m chaoslab up                 start the stack and leave it running
+    python -m chaoslab status             where everything is, and how to connect
+    python -m chaoslab fault kill db-primary
+    python -m chaoslab promote db-replica
+    python -m chaoslab switch db-replica --method reload
+    python -m chaoslab down               stop it and remove every trace
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from . import rundir
+from .backend import FAULTS, PROMOTE_METHODS, SWITCH_METHODS
+from .errors import LabError
+from .local.cluster import LocalCluster
+from .topology import DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES
+
+
+def connection_lines(cluster: LocalCluster) -> list[str]:
+    creds = cluster.creds
+
+    def psql(service: str) -> str:
+        endpoint = cluster.endpoint(service)
+        return (f"PGPASSWORD={shlex.quote(creds.app_password)} psql -h {endpoint.host} -p {endpoint.port} "
+                f"-U {creds.app_user} -d {creds.database}")
+    redis = cluster.endpoint(REDIS)
+    return [
+        f"{PRIMARY:<11} {psql(PRIMARY)}",
+        f"{REPLICA:<11} {psql(REPLICA)}",
+        f"{HAPROXY:<11} {psql(HAPROXY)}   (writes; role-aware reads on port {cluster.haproxy_read_endpoint().port})",
+        f"{REDIS:<11} redis-cli -h {redis.host} -p {redis.port}",
+        f"{'stats':<11} echo 'show stat' | socat stdio {cluster.haproxy.socket}",
+    ]
+
+
+def print_status(cluster: LocalCluster) -> None:
+    print(f"lab {cluster.run_dir.run_id} ({cluster.run_dir.path}), HAProxy config: {cluster.haproxy_config_name}")
+    for service, info in cluster.describe().items():
+        state = "paused" if info["paused"] else "running" if info["running"] else "stopped"
+        print(f"  {service:<11} {info['endpoint']:<16} {state:<8} log: {info['log']}")
+    print("connect:")
+    for line in connection_lines(cluster):
+        print(f"  {line}")
+
+
+def _the_running_lab() -> LocalCluster:
+    runs = rundir.detached_runs()
+    if not runs:
+        raise LabError("lab", "a stack started by `python -m chaoslab up`", cause="none is running")
+    return LocalCluster.attach(runs[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaoslab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start the stack (the brief's ports when free) and leave it running")
+    up.add_argument("--config", choices=["brief", "role_aware"], default="brief", help="HAProxy configuration")
+    commands.add_parser("status", help="show the running stack and how to connect")
+    fault = commands.add_parser("fault", help="inject a fault into a service")
+    fault.add_argument("action", choices=FAULTS)
+    fault.add_argument("service", choices=SERVICES)
+    promote = commands.add_parser("promote", help="promote a standby (TP F2)")
+    promote.add_argument("service", choices=DB_NODES, nargs="?", default=REPLICA)
+    promote.add_argument("--method", choices=PROMOTE_METHODS, default="pg_ctl")
+    switch = commands.add_parser("switch", help="point HAProxy's writes at another node (TP F3)")
+    switch.add_argument("service", choices=DB_NODES)
+    switch.add_argument("--method", choices=SWITCH_METHODS, default="restart")
+    down = commands.add_parser("down", help="stop the stack and remove every trace")
+    down.add_argument("--all", action="store_true", help="also reap any abandoned run")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "up":
+            if rundir.detached_runs():
+                raise LabError("lab", "no stack running yet", cause="one is already up: see `python -m chaoslab status`")
+            cluster = LocalCluster(brief_ports=True)
+            cluster.start()
+            if args.config != "brief":
+                cluster.use_haproxy_config(args.config)
+            cluster.detach()
+            print_status(cluster)
+            print("stop it with: python -m chaoslab down")
+            return 0
+        if args.command == "down":
+            for run in rundir.detached_runs():
+                rundir.reap_run(run)
+                print(f"removed {run}")
+            if args.all:
+                for run in rundir.reap_abandoned_runs():
+                    print(f"reaped abandoned {run}")
+            return 0
+        cluster = _the_running_lab()
+        if args.command == "fault":
+            cluster.fault(args.action, args.service)
+        elif args.command == "promote":
+            cluster.promote(args.service, method=args.method)
+        elif args.command == "switch":
+            cluster.switch_writes(args.service, args.method)
+        cluster.save_state()
+        print_status(cluster)
+        return 0
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
