@@ -1,0 +1,117 @@
+"""The API under test as a real uvicorn server, pointed at the cluster's endpoints.
+
+It always runs on the host, whatever the backend (the brief's flow: the API on
+the host, the databases behind HAProxy), so this module is backend-neutral.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+from .backend import Cluster
+from .errors import LabError
+from .rundir import RunDir
+from .topology import HAPROXY, REDIS, REPLICA
+from .waits import wait_until
+
+API = "api"
+REPO = Path(__file__).resolve().parent.parent
+
+
+class ApiServer:
+    """One uvicorn process; ``restart(**settings)`` runs it again with other settings."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        # A run directory of its own: it reserves the port, holds the log, and lets
+        # the reaper find a uvicorn left by a killed run (it runs inside it).
+        self.run_dir = RunDir.create()
+        self.log = self.run_dir.path / "api.log"
+        self._process: subprocess.Popen | None = None
+        self.port = self.run_dir.reserve_port()
+        self.settings: dict[str, str] = {}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def environment(self, **settings: str) -> dict[str, str]:
+        redis = self.cluster.endpoint(REDIS)
+        env = {
+            "DB_WRITE_DSN": self.cluster.dsn(HAPROXY),
+            "DB_READ_DSN": self.cluster.dsn(REPLICA),
+            "REDIS_URL": f"redis://{redis.host}:{redis.port}/0",
+        }
+        env.update({key: str(value) for key, value in settings.items()})
+        return env
+
+    def start(self, **settings: str) -> None:
+        self.settings = {key: str(value) for key, value in settings.items()}
+        env = dict(os.environ, **self.environment(**self.settings))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        with open(self.log, "ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--no-access-log", "--log-level", "warning"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.run_dir.path, start_new_session=True,
+            )
+        self.run_dir.record_process_group(API, self._process.pid)
+
+        def healthy() -> bool:
+            if self._process.poll() is not None:
+                raise LabError(API, "uvicorn to start", self.log, f"it exited with {self._process.returncode}")
+            return requests.get(f"{self.base_url}/health", timeout=2).status_code == 200
+        wait_until(healthy, service=API, expected=f"GET /health to answer 200 on {self.base_url}",
+                   timeout=20, log=self.log)
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGTERM)
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._process.pid, signal.SIGKILL)
+                self._process.wait(5)
+        self.run_dir.forget_process_group(API)
+        self._process = None
+
+    def restart(self, **settings: str) -> None:
+        """Run again with these settings (the defaults for any not given)."""
+        self.stop()
+        self.start(**settings)
+
+    def ensure(self, **settings: str) -> None:
+        """Running with exactly these settings: restart only if they differ."""
+        wanted = {key: str(value) for key, value in settings.items()}
+        if self._process is None or self._process.poll() is not None or wanted != self.settings:
+            self.restart(**wanted)
+
+    def close(self) -> None:
+        self.stop()
+        self.run_dir.remove()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the API's Prometheus metrics (0 if absent)."""
+        text = requests.get(f"{self.base_url}/metrics", timeout=5).text
+        wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("#") or not line.startswith(name):
+                continue
+            series, _, value = line.rpartition(" ")
+            metric, _, label_text = series.partition("{")
+            if metric != name:
+                continue
+            present = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
+            if all(part in present.split(",") for part in wanted.split(",") if part):
+                total += float(value)
+        return total
