@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+from chaoslab.api_server import ApiServer
 from chaoslab.backends import BACKENDS, create_cluster
 from chaoslab.errors import LabError
+from chaoslab.pytest_plugin import set_run_info, set_version
 
 pytest_plugins = ["chaoslab.pytest_plugin"]
 
@@ -27,6 +29,9 @@ def cluster(request: pytest.FixtureRequest):
         lab.start()
     except LabError as exc:
         pytest.fail(f"the lab could not start: {exc}", pytrace=False)
+    set_run_info(request.config, "backend", lab.name)
+    for component, version in lab.versions().items():
+        set_version(request.config, component, version)
     try:
         yield lab
     finally:
@@ -41,3 +46,27 @@ def lab(cluster):
     except LabError as exc:
         pytest.fail(f"the lab could not be restored to its baseline: {exc}", pytrace=False)
     return cluster
+
+
+@pytest.fixture(scope="session")
+def api_server(cluster, request):
+    """The API under test, a real uvicorn process, shared by the scenarios that need it."""
+    server = ApiServer(cluster)
+    set_run_info(request.config, "cache_ttl_seconds", server.effective_settings().cache_ttl_seconds)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def api(lab, api_server):
+    """The API with its default settings, in front of a baseline lab.
+
+    A scenario that needs other settings calls ``api.ensure(SETTING=value)``.
+    """
+    try:
+        api_server.ensure()
+    except LabError as exc:
+        pytest.fail(f"the API could not start: {exc}", pytrace=False)
+    return api_server

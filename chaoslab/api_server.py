@@ -51,6 +51,11 @@ class ApiServer:
         env.update({key: str(value) for key, value in settings.items()})
         return env
 
+    def effective_settings(self):
+        """The settings the running API uses, defaults included, as the API itself parses them."""
+        from service.settings import Settings
+        return Settings.from_env(self.environment(**self.settings))
+
     def start(self, **settings: str) -> None:
         self.settings = {key: str(value) for key, value in settings.items()}
         env = dict(os.environ, **self.environment(**self.settings))

@@ -1,0 +1,295 @@
+"""The French report from a results file, its plots, and the pytest plugin that writes that file."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from chaoslab import plots, report
+from chaoslab.results import load_results
+
+pytest_plugins = ["pytester"]
+
+
+def _test(nodeid, markers, outcome="passed", param_id=None, duration=1.0, attachments=None, **figures):
+    return {
+        "nodeid": nodeid,
+        "name": nodeid.split("::")[-1],
+        "file": nodeid.split("::")[0],
+        "param_id": param_id,
+        "markers": markers,
+        "outcome": outcome,
+        "failed_phase": None if outcome == "passed" else "call",
+        "message": None,
+        "duration_call_s": duration,
+        "duration_total_s": duration + 0.5,
+        "measurements": {k: {"value": v, "unit": ""} for k, v in figures.items()},
+        "attachments": attachments or {},
+        "properties": [[k, v] for k, v in figures.items()],
+    }
+
+
+@pytest.fixture
+def results_file(tmp_path: Path) -> Path:
+    data_dir = tmp_path / "reports" / "data"
+    data_dir.mkdir(parents=True)
+    (data_dir / "latency.json").write_text(json.dumps({
+        "cache_off": [4.1, 4.4, 5.0, 5.2, 6.8, 9.9],
+        "cache_warm": [0.9, 1.0, 1.1, 1.2, 1.4, 2.2],
+    }))
+    (data_dir / "timeline.json").write_text(json.dumps({
+        "bucket_s": 0.1,
+        "buckets": [{"t": round(i * 0.1, 1), "ok": 0 if 10 <= i < 25 else 20,
+                     "fail": 18 if 10 <= i < 25 else 0, "unknown": 2 if i == 10 else 0}
+                    for i in range(40)],
+        "events": [{"name": "fault", "t": 1.0}, {"name": "promote", "t": 1.9}, {"name": "switch", "t": 2.4}],
+    }))
+    tests = [
+        _test("chaos_tests/test_a_setup.py::test_up", ["setup"], duration=0.2),
+        _test("chaos_tests/test_c_haproxy.py::test_down", ["haproxy"], duration=3.0,
+              haproxy_mark_down_ms=1234.4, haproxy_reroute_ms=321.5),
+        _test("chaos_tests/test_b_replication.py::test_b2", ["replication"], replication_delay_ms=3.21),
+        _test("chaos_tests/test_b_replication.py::test_other", ["replication"], outcome="failed"),
+        _test("chaos_tests/test_d_cache.py::test_before_after", ["cache"], duration=7.0,
+              attachments={"latency_samples": "reports/data/latency.json"},
+              get_p50_ms_cache_off=5.1, get_p95_ms_cache_off=9.87, get_p50_ms_cache_warm=1.05,
+              get_p95_ms_cache_warm=2.2, db_queries_cache_off=500, db_queries_cache_warm=7,
+              requests_measured=500),
+        _test("chaos_tests/test_d_cache.py::test_race[off]", ["cache"], param_id="off",
+              race_stale_window_ms=59876.4, race_guard="off", cache_ttl_s=60),
+        _test("chaos_tests/test_d_cache.py::test_race[on]", ["cache"], param_id="on",
+              race_stale_window_ms=0, race_guard="on", cache_ttl_s=60),
+        _test("chaos_tests/test_e_resilience.py::test_redis[pause]", ["resilience"], param_id="pause",
+              responses_5xx=0, responses_total=200, p50_ms_breaker_open=3.3, p50_ms_no_cache=4.4),
+        _test("chaos_tests/test_e_resilience.py::test_replica[error]", ["resilience"], param_id="error",
+              replica_policy="error", status_codes="503:50"),
+        _test("chaos_tests/test_f_failover.py::test_failover[kill-runtime_api]", ["failover"],
+              param_id="kill-runtime_api", duration=20.0,
+              attachments={"timeline": "reports/data/timeline.json"},
+              fault="kill", switch="runtime_api", rto_s=1.42, lost_writes=3, unknown_writes=2,
+              acked_writes=917, synchronous="off"),
+        _test("chaos_tests/test_f_failover.py::test_failover[stop-brief_restart]", ["failover"],
+              param_id="stop-brief_restart", duration=30.0,
+              fault="stop", switch="brief_restart", rto_s=4.75, lost_writes=0, unknown_writes=1,
+              acked_writes=800, synchronous="off"),
+        _test("chaos_tests/test_x_bonus.py::test_stampede", ["stampede"]),
+    ]
+    results = {
+        "schema": 1,
+        "run": {"backend": "local", "started_at": "2025-11-26T10:00:00+01:00", "wall_seconds": 98.76,
+                "python": "3.11.2", "rootdir": str(tmp_path), "cache_ttl_seconds": 60,
+                "versions": {"postgresql": "15.14", "redis": "7.0.15", "haproxy": "2.6.12"}},
+        "summary": {},
+        "tests": tests,
+        "grade": {},
+    }
+    path = tmp_path / "reports" / "results.json"
+    path.write_text(json.dumps(results))
+    return path
+
+
+def test_report_uses_the_figures_of_the_run(results_file: Path, tmp_path: Path):
+    out = report.write_report(results_file, tmp_path / "report.md")
+    text = out.read_text(encoding="utf-8")
+    for expected in (
+        "15.14", "7.0.15", "2.6.12", "3.11.2", "98,8 s", "local",      # header
+        "3,21 ms", "1234 ms", "321,5 ms",                                  # replication, haproxy
+        "**TTL : 60 s**", "5,1 ms", "1,05 ms", "9,87 ms", "÷71,4",          # cache, 500/7 queries
+        "60 s", "0 ms", "59876 ms",                                        # race off/on; ttl
+        "0 / 200", "3,3 ms", "503:50",                                     # resilience
+        "1,42 s", "4,75 s", "917", "`kill-runtime_api`", "runtime_api",    # failover
+        "```mermaid", "│  HAProxy   │", "product:{id}",
+        "| Réplication | 1/2 | 2,5/5 |", "1/1 tests réussis",              # grade, bonus
+    ):
+        assert expected in text, expected
+    # figures the run did not measure are said to be missing, never invented
+    assert "non mesuré dans cette exécution" in text
+    assert "D4 (modifier puis relire aussitôt) : non mesuré dans cette exécution" in text
+    assert text.count("## ") >= 9
+
+
+def test_report_makes_and_links_the_plots(results_file: Path, tmp_path: Path):
+    out = report.write_report(results_file, tmp_path / "report.md")
+    text = out.read_text(encoding="utf-8")
+    plots_dir = results_file.parent / "plots"
+    latency = plots_dir / "latency.png"
+    timeline = plots_dir / "timeline-kill-runtime_api.png"
+    for png in (latency, timeline):
+        assert png.exists() and png.stat().st_size > 1000
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "(reports/plots/latency.png)" in text
+    assert "[png](reports/plots/timeline-kill-runtime_api.png)" in text
+
+
+def test_report_of_an_empty_run_says_everything_is_missing(tmp_path: Path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"schema": 1, "run": {"backend": "compose"}, "tests": []}))
+    text = report.write_report(path, tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert text.count("non mesuré dans cette exécution") >= 10
+    assert "0/20" in text
+    assert "non exécuté" in text
+    assert not (tmp_path / "plots").exists()
+
+
+def test_report_cli(results_file: Path, tmp_path: Path, capsys):
+    out = tmp_path / "cli" / "report.md"
+    assert report.main(["--results", str(results_file), "--out", str(out),
+                        "--plots-dir", str(tmp_path / "cli" / "png")]) == 0
+    assert "(png/latency.png)" in out.read_text(encoding="utf-8")
+    assert "rapport écrit" in capsys.readouterr().out
+
+
+def test_plots_accept_mappings(tmp_path: Path):
+    png = plots.latency_plot({"cache_off": [1, 2, 3], "cache_warm": [0.5]}, tmp_path / "l.png")
+    assert png.stat().st_size > 0
+    png = plots.timeline_plot({"bucket_s": 0.5, "buckets": [], "events": []}, tmp_path / "t.png")
+    assert png.stat().st_size > 0
+    with pytest.raises(ValueError):
+        plots.latency_plot({"cache_off": []}, tmp_path / "none.png")
+
+
+# --- the pytest plugin ----------------------------------------------------
+
+INNER_TESTS = '''
+import pytest
+
+@pytest.mark.replication
+def test_measured_then_failed(measure, tmp_path):
+    measure("replication_delay_ms", 12.5, "ms")
+    data = tmp_path.parent / "timeline.json"
+    data.write_text("{}")
+    measure.attach("timeline", data)
+    assert False, "boom after measuring"
+
+@pytest.mark.replication
+def test_passes(measure):
+    measure("replication_delay_ms", 3, "ms")
+
+@pytest.mark.cache
+@pytest.mark.parametrize("guard", ["off", "on"])
+def test_param(measure, guard, run_info):
+    run_info("cache_ttl_seconds", 60)
+    run_info.version("redis", "7.0.15")
+    measure("race_guard", guard)
+
+@pytest.fixture
+def broken_teardown():
+    yield
+    raise RuntimeError("teardown broke")
+
+@pytest.mark.resilience
+def test_teardown_error(broken_teardown, measure):
+    measure("responses_total", 10)
+
+@pytest.fixture
+def broken_setup():
+    raise RuntimeError("setup broke")
+
+@pytest.mark.failover
+def test_setup_error(broken_setup):
+    pass
+
+@pytest.mark.setup
+def test_skipped():
+    pytest.skip("no docker engine here")
+
+def test_unmarked():
+    pass
+'''
+
+INNER_CONFTEST = '''
+pytest_plugins = ["chaoslab.pytest_plugin"]
+
+def pytest_chaoslab_run_info(config):
+    return {"versions": {"postgresql": "15.14"}, "from_hook": True}
+'''
+
+INNER_INI = '''
+[pytest]
+junit_family = xunit1
+markers =
+    setup: a
+    haproxy: c
+    replication: b
+    cache: d
+    resilience: e
+    failover: f
+'''
+
+
+def test_plugin_writes_results_junit_and_grade(pytester: pytest.Pytester):
+    pytester.makeconftest(INNER_CONFTEST)
+    pytester.makeini(INNER_INI)
+    pytester.makepyfile(test_inner=INNER_TESTS)
+    result = pytester.runpytest("--strict-markers", "--junitxml=out/junit.xml", "--results-file=out/results.json")
+    result.assert_outcomes(passed=5, failed=1, errors=2, skipped=1)
+    result.stdout.fnmatch_lines(["*chaoslab: barème /20*", "Réplication*1/2*2.5/5*", "*scénarios les plus lents*"])
+
+    results = load_results(pytester.path / "out" / "results.json")
+    tests = {t["nodeid"].split("::")[-1]: t for t in results["tests"]}
+    failed = tests["test_measured_then_failed"]
+    assert failed["outcome"] == "failed" and failed["failed_phase"] == "call"
+    assert "boom after measuring" in failed["message"]
+    assert failed["measurements"]["replication_delay_ms"] == {"value": 12.5, "unit": "ms"}
+    assert failed["markers"] == ["replication"]
+    assert failed["attachments"]["timeline"].endswith("timeline.json")
+    assert tests["test_passes"]["outcome"] == "passed"
+    assert tests["test_param[on]"]["param_id"] == "on"
+    assert tests["test_param[on]"]["measurements"]["race_guard"]["value"] == "on"
+    teardown = tests["test_teardown_error"]
+    assert (teardown["outcome"], teardown["failed_phase"]) == ("error", "teardown")
+    assert teardown["measurements"]["responses_total"]["value"] == 10
+    assert (tests["test_setup_error"]["outcome"], tests["test_setup_error"]["failed_phase"]) == ("error", "setup")
+    assert tests["test_skipped"]["outcome"] == "skipped"
+    assert "no docker engine" in tests["test_skipped"]["message"]
+    assert tests["test_unmarked"]["markers"] == []
+    assert all(t["duration_total_s"] >= t["duration_call_s"] >= 0 for t in results["tests"])
+
+    run = results["run"]
+    assert run["backend"] == "local"
+    assert run["cache_ttl_seconds"] == 60 and run["from_hook"] is True
+    assert run["versions"]["redis"] == "7.0.15" and run["versions"]["postgresql"] == "15.14"
+    assert run["wall_seconds"] >= 0 and run["started_at"]
+    assert results["summary"] == {"total": 8, "passed": 4, "failed": 1, "error": 2, "skipped": 1}
+    grade = results["grade"]
+    lines = {line["key"]: line for line in grade["lines"]}
+    assert (lines["replication"]["passed"], lines["replication"]["total"]) == (1, 2)
+    assert lines["replication"]["points"] == pytest.approx(2.5)
+    assert lines["cache"]["points"] == pytest.approx(5)
+    assert lines["resilience"]["points"] == 0 and lines["ha"]["points"] == 0
+    assert lines["docker"]["executed"] and lines["docker"]["points"] == 0
+    assert grade["points"] == pytest.approx(7.5)
+
+    root = ET.parse(pytester.path / "out" / "junit.xml").getroot()
+    suite = root.find("testsuite")
+    suite_props = {p.get("name"): p.get("value") for p in suite.findall("properties/property")}
+    assert suite_props["grade"] == "7.5/20"
+    assert suite_props["grade_total"] == "20"
+    assert suite_props["grade.replication"] == "2.5/5 (1/2)"
+    assert suite_props["bonus.patroni"] == "non exécuté"
+    case = next(c for c in suite.iter("testcase") if c.get("name") == "test_measured_then_failed")
+    case_props = {p.get("name"): p.get("value") for p in case.findall("properties/property")}
+    assert case_props["replication_delay_ms"] == "12.5"
+    assert case_props["attachment:timeline"].endswith("timeline.json")
+    assert case.find("failure") is not None
+
+
+def test_plugin_default_results_path_and_no_junit(pytester: pytest.Pytester):
+    pytester.makeconftest(INNER_CONFTEST)
+    pytester.makeini(INNER_INI)
+    pytester.makepyfile(test_one="def test_ok(measure):\n    measure('x', float('nan'))\n")
+    result = pytester.runpytest("-p", "no:junitxml")
+    result.assert_outcomes(passed=1)
+    results = json.loads((pytester.path / "reports" / "results.json").read_text())
+    assert results["tests"][0]["measurements"]["x"]["value"] is None
+    assert results["grade"]["points"] == 0
+
+
+def test_plugin_collect_only_writes_nothing(pytester: pytest.Pytester):
+    pytester.makeconftest(INNER_CONFTEST)
+    pytester.makepyfile(test_one="def test_ok():\n    pass\n")
+    pytester.runpytest("--collect-only")
+    assert not (pytester.path / "reports" / "results.json").exists()

@@ -1,0 +1,637 @@
+"""Write the TP's one-page report (in French) from a run's results file.
+
+    python -m chaoslab.report [--results reports/results.json] [--out report.md]
+                              [--plots-dir reports/plots]
+
+No figure is typed by hand: every number comes from ``results.json`` (see
+:mod:`chaoslab.results`); a figure the run did not measure is written
+"non mesuré dans cette exécution". Plots (PNG) go to ``--plots-dir``
+(default: ``plots/`` beside the results file) and are linked with relative paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from chaoslab import plots
+from chaoslab.grading import NOT_RUN, compute_grade, format_points
+from chaoslab.results import attachment, find_tests, load_results, value
+
+MISSING = "non mesuré dans cette exécution"
+MISSING_CELL = "non mesuré"
+OUTCOME_FR = {"passed": "réussi", "failed": "échoué", "error": "erreur", "skipped": "ignoré"}
+
+SWITCH_FR = {
+    "brief_restart": "édition de haproxy.cfg + redémarrage (méthode du sujet)",
+    "reload": "édition de haproxy.cfg + rechargement",
+    "runtime_api": "API runtime HAProxy (`set server ... state`)",
+    "role_aware": "check HAProxy sensible au rôle (aucune action sur HAProxy)",
+}
+
+ASCII_ARCHITECTURE = """\
+        ┌────────────┐
+        │    API     │
+        └─────┬──────┘
+              │ DB (unique)
+        ┌─────▼──────┐
+        │  HAProxy   │
+        └───┬─────┬──┘
+            │     │
+   ┌────────▼──┐ ┌▼──────────┐
+   │ DB Primary│ │ DB Replica│
+   └───────────┘ └───────────┘
+
+        ┌────────────┐
+        │   Redis    │
+        └────────────┘"""
+
+MERMAID_ARCHITECTURE = """\
+flowchart LR
+    client([clients / charge de test]) --> api[API Starlette]
+    api -- "écritures (DSN unique)" --> haproxy[HAProxy]
+    haproxy -- "backend pg_primary" --> primary[(db-primary)]
+    haproxy -. "après promotion + bascule" .-> replica
+    api -- "lectures" --> replica[(db-replica)]
+    primary == "réplication en streaming (WAL)" ==> replica
+    api -- "cache-aside product:{id}" --> redis[(Redis)]"""
+
+
+# --- formatting ------------------------------------------------------------
+
+
+def _as_number(raw: Any) -> float | int | None:
+    if isinstance(raw, bool) or raw is None:
+        return None
+    if isinstance(raw, (int, float)):
+        return raw
+    try:
+        text = str(raw).strip().replace(",", ".")
+        return int(text) if re.fullmatch(r"-?\d+", text) else float(text)
+    except ValueError:
+        return None
+
+
+def num(raw: Any) -> str | None:
+    """A figure in French notation (decimal comma), or ``None`` if missing."""
+    if raw is None or raw == "":
+        return None
+    number = _as_number(raw)
+    if number is None:
+        return str(raw)
+    if isinstance(number, int):
+        return str(number)
+    magnitude = abs(number)
+    digits = 0 if magnitude >= 1000 else 1 if magnitude >= 10 else 2 if magnitude >= 1 else 3
+    text = f"{number:.{digits}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text.replace(".", ",")
+
+
+def fig(raw: Any, unit: str = "", missing: str = MISSING) -> str:
+    """``12,3 ms``, or the missing phrase."""
+    text = num(raw)
+    if text is None:
+        return missing
+    return f"{text} {unit}".strip()
+
+
+def cell(raw: Any, unit: str = "") -> str:
+    return fig(raw, unit, missing=MISSING_CELL)
+
+
+def _numbers(tests: Iterable[Mapping[str, Any]], name: str) -> list[float]:
+    found = []
+    for test in tests:
+        number = _as_number(value(test, name))
+        if number is not None:
+            found.append(float(number))
+    return found
+
+
+def spread(values: Sequence[float], unit: str) -> str:
+    """One figure, or ``a à b unit sur n mesures``, or the missing phrase."""
+    if not values:
+        return MISSING
+    low, high = min(values), max(values)
+    if len(values) == 1 or low == high:
+        return fig(low, unit)
+    return f"{num(low)} à {num(high)} {unit} sur {len(values)} mesures".replace("  ", " ")
+
+
+def ratio(numerator: Any, denominator: Any) -> str | None:
+    top, bottom = _as_number(numerator), _as_number(denominator)
+    if top is None or bottom is None or bottom == 0:
+        return None
+    return num(top / bottom)
+
+
+def label(test: Mapping[str, Any]) -> str:
+    return test.get("param_id") or test.get("name") or test.get("nodeid", "?")
+
+
+def outcome_fr(test: Mapping[str, Any]) -> str:
+    return OUTCOME_FR.get(test.get("outcome", ""), str(test.get("outcome")))
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "test"
+
+
+# --- plots -----------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    results: Mapping[str, Any]
+    out_dir: Path
+    plots_dir: Path
+    search_dirs: list[Path]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def run(self) -> Mapping[str, Any]:
+        return self.results.get("run", {})
+
+    def resolve(self, stored: str) -> Path | None:
+        path = Path(stored)
+        if path.is_absolute():
+            return path if path.exists() else None
+        for base in self.search_dirs:
+            if (base / path).exists():
+                return base / path
+        return None
+
+    def link(self, png: Path) -> str:
+        return Path(os.path.relpath(png, self.out_dir)).as_posix()
+
+    def plot(self, kind: str, stored: str | None, png_name: str, **kwargs: Any) -> str | None:
+        """Make a plot from an attachment; return its link, or ``None`` (with a note)."""
+        if stored is None:
+            return None
+        source = self.resolve(stored)
+        if source is None:
+            self.notes.append(f"données de courbe introuvables : `{stored}`")
+            return None
+        try:
+            maker = plots.latency_plot if kind == "latency" else plots.timeline_plot
+            png = maker(source, self.plots_dir / png_name, **kwargs)
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            self.notes.append(f"courbe `{png_name}` non produite ({exc})")
+            return None
+        return self.link(png)
+
+
+# --- sections --------------------------------------------------------------
+
+
+def _version(results: Mapping[str, Any], component: str) -> str:
+    """From the run info (``versions`` or ``<component>_version``), else a ``<component>_version`` figure."""
+    run = results.get("run", {})
+    found = (run.get("versions") or {}).get(component) or run.get(f"{component}_version")
+    if component == "python":
+        found = found or run.get("python")
+    if not found:
+        found = next((v for t in results.get("tests", []) if (v := value(t, f"{component}_version"))), None)
+    return str(found) if found else MISSING
+
+
+def _scenarios(results: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [t for t in results.get("tests", []) if t.get("markers")]
+
+
+def section_header(ctx: _Context) -> str:
+    run, results = ctx.run, ctx.results
+    tests = results.get("tests", [])
+    counts = {k: sum(1 for t in tests if t.get("outcome") == k) for k in OUTCOME_FR}
+    slowest = sorted(_scenarios(results), key=lambda t: t.get("duration_total_s", 0), reverse=True)[:3]
+    slow_text = " ; ".join(f"`{t['nodeid']}` ({fig(t.get('duration_total_s'), 's')})" for t in slowest)
+    grade = compute_grade(tests)
+    rows = [
+        ("Date de l'exécution", run.get("started_at") or MISSING),
+        ("Backend", run.get("backend") or MISSING),
+        ("PostgreSQL", _version(results, "postgresql")),
+        ("Redis", _version(results, "redis")),
+        ("HAProxy", _version(results, "haproxy")),
+        ("Python", _version(results, "python")),
+        ("Durée totale", fig(run.get("wall_seconds"), "s")),
+        (
+            "Tests",
+            f"{len(tests)} (réussis : {counts['passed']}, échoués : {counts['failed']}, "
+            f"en erreur : {counts['error']}, ignorés : {counts['skipped']})",
+        ),
+        ("Note (barème du sujet)", f"**{format_points(grade.points).replace('.', ',')}/{format_points(grade.max_points)}**"),
+        ("Scénarios les plus lents", slow_text or MISSING),
+    ]
+    return "\n".join(
+        [
+            "# Mini-rapport — TP réplication PostgreSQL, cache Redis et haute disponibilité",
+            "",
+            "_Généré par `python -m chaoslab.report` depuis le fichier de résultats de l'exécution : "
+            "aucun chiffre n'est saisi à la main._",
+            "",
+            md_table(("Exécution", ""), rows),
+        ]
+    )
+
+
+def section_architecture() -> str:
+    return "\n".join(
+        [
+            "## 1. Architecture",
+            "",
+            "```mermaid",
+            MERMAID_ARCHITECTURE,
+            "```",
+            "",
+            "Schéma du sujet :",
+            "",
+            "```",
+            ASCII_ARCHITECTURE,
+            "```",
+        ]
+    )
+
+
+def section_read_write(ctx: _Context) -> str:
+    results = ctx.results
+    delays = _numbers(find_tests(results, "replication", "replication_delay_ms"), "replication_delay_ms")
+    haproxy = find_tests(results, "haproxy")
+    mark_down = _numbers(haproxy, "haproxy_mark_down_ms")
+    reroute = _numbers(haproxy, "haproxy_reroute_ms")
+    replica_tests = find_tests(results, "resilience", "replica_policy")
+    lines = [
+        "## 2. Stratégie lecture/écriture",
+        "",
+        "- **Écritures** : l'API n'a qu'un DSN, celui de HAProxy, qui envoie vers le primary ; "
+        "l'API ignore quel nœud est primaire, donc une bascule ne change pas son code.",
+        "- **Lectures** : directement sur la replica (réplication asynchrone en streaming). "
+        f"Délai de réplication mesuré (écriture sur le primary → visible sur la replica) : {spread(delays, 'ms')}.",
+        f"- **HAProxy** : serveur marqué DOWN en {spread(mark_down, 'ms')} après sa panne ; "
+        f"trafic réacheminé en {spread(reroute, 'ms')}.",
+    ]
+    if replica_tests:
+        policies = ", ".join(
+            f"`{value(t, 'replica_policy') or label(t)}` → {value(t, 'status_codes') or MISSING_CELL} ({outcome_fr(t)})"
+            for t in replica_tests
+        )
+        lines.append(f"- **Replica en panne** (E2), codes HTTP observés par politique : {policies}.")
+    else:
+        lines.append(f"- **Replica en panne** (E2) : {MISSING}.")
+    return "\n".join(lines)
+
+
+def _cache_ttl(ctx: _Context) -> Any:
+    ttl = ctx.run.get("cache_ttl_seconds")
+    if ttl is None:
+        for test in ctx.results.get("tests", []):
+            ttl = value(test, "cache_ttl_s")
+            if ttl is not None:
+                break
+    return ttl
+
+
+def section_cache(ctx: _Context) -> str:
+    results = ctx.results
+    ttl = _cache_ttl(ctx)
+    perf = find_tests(results, "cache", "get_p50_ms_cache_off") or find_tests(results, "cache", "get_p50_ms_cache_warm")
+    test = perf[0] if perf else {}
+    rows = []
+    for title, off_name, warm_name, unit in (
+        ("GET p50", "get_p50_ms_cache_off", "get_p50_ms_cache_warm", "ms"),
+        ("GET p95", "get_p95_ms_cache_off", "get_p95_ms_cache_warm", "ms"),
+        ("Requêtes SQL", "db_queries_cache_off", "db_queries_cache_warm", ""),
+    ):
+        off, warm = value(test, off_name), value(test, warm_name)
+        gain = ratio(off, warm)
+        rows.append((title, cell(off, unit), cell(warm, unit), f"÷{gain}" if gain else MISSING_CELL))
+    lines = [
+        "## 3. Stratégie de cache",
+        "",
+        "- **Cache-aside** sur `GET /products/{id}`, clé `product:{id}` : lecture Redis ; "
+        "sur un miss, lecture de la replica puis mise en cache.",
+        f"- **TTL : {fig(ttl, 's')}**, dans la fourchette 30–120 s du sujet. Le TTL borne la durée de vie "
+        "d'une valeur obsolète quand une invalidation est manquée (Redis injoignable pendant le `PUT`, "
+        "course décrite ci-dessous) ; plus court, les produits consultés souvent retourneraient trop "
+        "souvent en base.",
+        "- **Invalidation** : `PUT /products/{id}` met à jour le primary puis supprime la clé.",
+        "- **Course de remplissage** : juste après la suppression, un miss lit la replica qui n'a pas "
+        "encore rejoué l'écriture et remet l'**ancienne** valeur en cache pour tout un TTL. L'API la ferme : "
+        "chaque écriture enregistre la position WAL (LSN) de son commit comme marqueur de la clé, et un miss "
+        "ne remplit le cache que depuis une replica qui a rejoué ce LSN (sinon il répond sans mettre en cache).",
+        "",
+        f"Mesures avant/après cache ({cell(value(test, 'requests_measured'))} requêtes mesurées par série) :",
+        "",
+        md_table(("Indicateur", "Sans cache", "Cache chaud", "Gain"), rows),
+    ]
+    link = ctx.plot("latency", attachment(test, "latency_samples") if test else None, "latency.png")
+    if link:
+        lines += ["", f"![Latence GET avec et sans cache]({link})"]
+    return "\n".join(lines)
+
+
+def section_stale(ctx: _Context) -> str:
+    results = ctx.results
+    d4 = find_tests(results, None, "stale_window_ms")
+    race = find_tests(results, None, "race_stale_window_ms")
+    lines = ["## 4. Fenêtres de lecture obsolète", ""]
+    if d4:
+        for test in d4:
+            lines.append(
+                f"- D4 (modifier puis relire aussitôt), replica retardée de {fig(value(test, 'apply_delay_ms'), 'ms')} : "
+                f"ancienne valeur lue pendant {fig(value(test, 'stale_window_ms'), 'ms')}."
+            )
+    else:
+        lines.append(f"- D4 (modifier puis relire aussitôt) : {MISSING}.")
+    if race:
+        rows = [
+            (
+                str(value(t, "race_guard") or label(t)),
+                cell(value(t, "race_stale_window_ms"), "ms"),
+                cell(value(t, "cache_ttl_s"), "s"),
+                outcome_fr(t),
+            )
+            for t in race
+        ]
+        lines += ["", "Course de remplissage du cache (garde LSN désactivée / activée) :", ""]
+        lines.append(md_table(("Garde LSN", "Valeur obsolète servie pendant", "TTL", "Verdict"), rows))
+    else:
+        lines.append(f"- Course de remplissage du cache : {MISSING}.")
+    return "\n".join(lines)
+
+
+def section_resilience(ctx: _Context) -> str:
+    results = ctx.results
+    redis_tests = find_tests(results, "resilience", "responses_total")
+    replica_tests = find_tests(results, "resilience", "replica_policy")
+    lines = ["## 5. Résilience (pannes contrôlées)", ""]
+    if redis_tests:
+        rows = [
+            (
+                f"`{label(t)}`",
+                f"{cell(value(t, 'responses_5xx'))} / {cell(value(t, 'responses_total'))}",
+                cell(value(t, "p50_ms_breaker_open"), "ms"),
+                cell(value(t, "p50_ms_no_cache"), "ms"),
+                outcome_fr(t),
+            )
+            for t in redis_tests
+        ]
+        lines += ["Panne Redis (E1) : l'API doit continuer sans cache.", ""]
+        lines.append(md_table(("Panne", "Réponses 5xx / total", "p50 disjoncteur ouvert", "p50 sans cache", "Verdict"), rows))
+    else:
+        lines.append(f"Panne Redis (E1) : {MISSING}.")
+    lines.append("")
+    if replica_tests:
+        rows = [
+            (f"`{value(t, 'replica_policy') or label(t)}`", str(value(t, "status_codes") or MISSING_CELL), outcome_fr(t))
+            for t in replica_tests
+        ]
+        lines += ["Panne de la replica (E2) :", "", md_table(("Politique", "Codes HTTP (code:nombre)", "Verdict"), rows)]
+    else:
+        lines.append(f"Panne de la replica (E2) : {MISSING}.")
+    return "\n".join(lines)
+
+
+def _failover_tests(results: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    seen, found = set(), []
+    for marker in ("failover", "patroni"):
+        for test in find_tests(results, marker):
+            if test["nodeid"] not in seen:
+                seen.add(test["nodeid"])
+                found.append(test)
+    return found
+
+
+def _switch(test: Mapping[str, Any]) -> str:
+    switch = value(test, "switch")
+    if switch is not None:
+        return str(switch)
+    scenario = value(test, "scenario")
+    return f"Patroni : {scenario}" if scenario is not None else MISSING_CELL
+
+
+def section_failover(ctx: _Context) -> str:
+    tests = _failover_tests(ctx.results)
+    lines = ["## 6. Haute disponibilité : bascule du primary", ""]
+    if not tests:
+        lines.append(f"Bascule : {MISSING}.")
+        return "\n".join(lines)
+    rows = []
+    for test in tests:
+        link = ctx.plot(
+            "timeline",
+            attachment(test, "timeline"),
+            f"timeline-{_slug(label(test))}.png",
+            title=f"Bascule {label(test)}",
+        )
+        rows.append(
+            (
+                f"`{label(test)}`",
+                str(value(test, "fault") or MISSING_CELL),
+                _switch(test),
+                str(value(test, "synchronous") or MISSING_CELL),
+                cell(value(test, "rto_s"), "s"),
+                cell(value(test, "acked_writes")),
+                cell(value(test, "lost_writes")),
+                cell(value(test, "unknown_writes")),
+                outcome_fr(test),
+                f"[png]({link})" if link else MISSING_CELL,
+            )
+        )
+    lines.append(
+        md_table(
+            ("Scénario", "Panne", "Bascule", "Synchrone", "RTO", "Écritures acquittées", "Perdues", "Incertaines", "Verdict", "Chronologie"),
+            rows,
+        )
+    )
+    lines += [
+        "",
+        "RTO : de la panne à la première écriture réussie. « Perdues » : écritures acquittées absentes du "
+        "nouveau primary (RPO). « Incertaines » : requêtes expirées, peut-être appliquées.",
+    ]
+    return "\n".join(lines)
+
+
+def _rto_by_switch(tests: Sequence[Mapping[str, Any]]) -> dict[str, list[float]]:
+    by_switch: dict[str, list[float]] = {}
+    for test in tests:
+        rto = _as_number(value(test, "rto_s"))
+        if rto is not None:
+            by_switch.setdefault(_switch(test), []).append(float(rto))
+    return by_switch
+
+
+def section_manual_auto(ctx: _Context) -> str:
+    tests = _failover_tests(ctx.results)
+    by_switch = _rto_by_switch(tests)
+    mark_down = _numbers(find_tests(ctx.results, "haproxy"), "haproxy_mark_down_ms")
+    lines = [
+        "## 7. Manuel ou automatique ?",
+        "",
+        "- **Automatique** : la réplication en streaming ; la détection de panne par les checks HAProxy "
+        f"({spread(mark_down, 'ms')}) ; l'expiration du cache (TTL) ; le passage sans cache quand Redis "
+        "tombe (délais courts + disjoncteur).",
+        "- **Manuel** (sujet) : la promotion (`pg_ctl promote`), l'édition de `haproxy.cfg` et le "
+        "redémarrage de HAProxy, la remise en service de l'ancien primary comme replica.",
+    ]
+    if by_switch:
+        lines += ["", "RTO médian par méthode de bascule :", ""]
+        rows = [
+            (f"`{switch}`", SWITCH_FR.get(switch, ""), fig(statistics.median(rtos), "s"), str(len(rtos)))
+            for switch, rtos in sorted(by_switch.items(), key=lambda kv: statistics.median(kv[1]))
+        ]
+        lines.append(md_table(("Méthode", "Ce qu'elle fait", "RTO médian", "Mesures"), rows))
+    return "\n".join(lines)
+
+
+def _lost_by_sync(tests: Sequence[Mapping[str, Any]]) -> dict[str, tuple[float, float]]:
+    out: dict[str, tuple[float, float]] = {}
+    for test in tests:
+        mode = str(value(test, "synchronous") or "off")
+        lost = _as_number(value(test, "lost_writes"))
+        acked = _as_number(value(test, "acked_writes"))
+        if lost is None:
+            continue
+        prev = out.get(mode, (0.0, 0.0))
+        out[mode] = (prev[0] + lost, prev[1] + (acked or 0))
+    return out
+
+
+def section_questions(ctx: _Context) -> str:
+    results = ctx.results
+    failover = _failover_tests(results)
+    delays = _numbers(find_tests(results, "replication", "replication_delay_ms"), "replication_delay_ms")
+    rtos = _numbers(failover, "rto_s")
+    by_switch = _rto_by_switch(failover)
+    mark_down = _numbers(find_tests(results, "haproxy"), "haproxy_mark_down_ms")
+    stale = _numbers(find_tests(results, None, "stale_window_ms"), "stale_window_ms")
+    race = {str(value(t, "race_guard")): value(t, "race_stale_window_ms") for t in find_tests(results, None, "race_stale_window_ms")}
+    lost = _lost_by_sync(failover)
+    patroni = _numbers(find_tests(results, "patroni"), "rto_s")
+    grade = compute_grade(results.get("tests", []))
+
+    def lost_text(mode: str) -> str:
+        if mode not in lost:
+            return MISSING
+        count, acked = lost[mode]
+        return f"{num(count)} perdue(s) sur {num(acked)} acquittée(s)"
+
+    fastest = min(by_switch.items(), key=lambda kv: statistics.median(kv[1])) if by_switch else None
+    brief = by_switch.get("brief_restart")
+    bonus = {b.key: (f"{b.passed}/{b.total} tests réussis" if b.executed else NOT_RUN) for b in grade.bonuses}
+    fastest_text = f"`{fastest[0]}` : {fig(statistics.median(fastest[1]), 's')}" if fastest else MISSING
+    brief_text = fig(statistics.median(brief), "s") if brief else MISSING
+    return "\n".join(
+        [
+            "## 8. Questions finales",
+            "",
+            "1. **Réplication ≠ haute disponibilité.** La réplication copie les données (délai mesuré "
+            f"primary → replica : {spread(delays, 'ms')}) mais ne garde pas le service : primary arrêté, "
+            "les écritures échouent jusqu'à la promotion et la bascule (RTO mesuré : "
+            f"{spread(rtos, 's')}). La HA ajoute la détection, la promotion et le réacheminement, "
+            "idéalement sans humain.",
+            "2. **Manuel / automatique.** Automatique : la réplication, la détection par HAProxy "
+            f"({spread(mark_down, 'ms')}), le TTL et le passage sans cache. Manuel : la promotion et la "
+            "bascule HAProxy (section 7), d'où un RTO fait surtout du temps de réaction humain. "
+            f"Failover automatique avec Patroni (bonus), RTO : {spread(patroni, 's')}.",
+            "3. **Risques cache + réplication.** Lecture d'une ancienne valeur juste après un `PUT` "
+            f"(D4) : {spread(stale, 'ms')}. Course de remplissage, valeur obsolète servie sans garde "
+            f"LSN : {fig(race.get('off'), 'ms')} ; avec la garde : {fig(race.get('on'), 'ms')}. Écritures "
+            f"acquittées perdues à la bascule, en asynchrone : {lost_text('off')} ; en synchrone : "
+            f"{lost_text('on')}.",
+            "4. **Améliorations pour la production.** Failover automatique (Patroni + etcd) et checks "
+            "HAProxy sensibles au rôle plutôt qu'un simple `tcp-check connect` ; bascule sans "
+            f"redémarrer HAProxy (plus rapide mesurée, {fastest_text} ; méthode du sujet : {brief_text}) ; "
+            "réplication synchrone là où perdre une écriture acquittée est inacceptable ; Redis Sentinel "
+            f"(bonus : {bonus['sentinel']}) ; anti cache-stampede (bonus : {bonus['stampede']}) ; "
+            "supervision du retard de réplication.",
+        ]
+    )
+
+
+def section_grade(ctx: _Context) -> str:
+    grade = compute_grade(ctx.results.get("tests", []))
+    return "\n".join(
+        [
+            "## 9. Barème indicatif /20",
+            "",
+            "Points d'un critère = poids × tests réussis / tests exécutés portant son marqueur "
+            "(échec, erreur et test ignoré valent 0). Bonus à part, hors /20.",
+            "",
+            grade.markdown_table(),
+        ]
+    )
+
+
+def render_report(
+    results: Mapping[str, Any],
+    out_dir: str | os.PathLike[str] = ".",
+    plots_dir: str | os.PathLike[str] = "reports/plots",
+    search_dirs: Sequence[str | os.PathLike[str]] = (),
+) -> str:
+    """The report's Markdown. Makes the plots into ``plots_dir`` as a side effect."""
+    rootdir = results.get("run", {}).get("rootdir")
+    dirs = ([Path(rootdir)] if rootdir else []) + [Path(d) for d in search_dirs] + [Path.cwd()]
+    ctx = _Context(results, Path(out_dir).resolve(), Path(plots_dir).resolve(), dirs)
+    sections = [
+        section_header(ctx),
+        section_architecture(),
+        section_read_write(ctx),
+        section_cache(ctx),
+        section_stale(ctx),
+        section_resilience(ctx),
+        section_failover(ctx),
+        section_manual_auto(ctx),
+        section_questions(ctx),
+        section_grade(ctx),
+    ]
+    if ctx.notes:
+        sections.append("_Notes : " + " ; ".join(ctx.notes) + "._")
+    return "\n\n".join(sections) + "\n"
+
+
+def write_report(
+    results_path: str | os.PathLike[str] = "reports/results.json",
+    out_path: str | os.PathLike[str] = "report.md",
+    plots_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Read ``results_path``, write ``out_path`` and its plots; return ``out_path``."""
+    results_path = Path(results_path)
+    results = load_results(results_path)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plots_dir = Path(plots_dir) if plots_dir is not None else results_path.parent / "plots"
+    # attachment paths are relative to the repo: the rootdir, else the results file's parent's parent
+    search = [results_path.resolve().parent.parent, results_path.resolve().parent]
+    text = render_report(results, out.parent, plots_dir, search_dirs=search)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaoslab.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="reports/results.json", help="results file of the run")
+    parser.add_argument("--out", default="report.md", help="Markdown report to write")
+    parser.add_argument("--plots-dir", default=None, help="where to write the PNG plots (default: plots/ beside --results)")
+    args = parser.parse_args(argv)
+    if not Path(args.results).exists():
+        parser.error(f"{args.results}: no such results file; run pytest first")
+    out = write_report(args.results, args.out, args.plots_dir)
+    print(f"rapport écrit : {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
