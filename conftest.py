@@ -10,7 +10,6 @@ import pytest
 from chaoslab.api_server import ApiServer
 from chaoslab.backends import BACKENDS, create_cluster
 from chaoslab.errors import LabError
-from chaoslab.pytest_plugin import set_run_info, set_version
 
 pytest_plugins = ["chaoslab.pytest_plugin"]
 
@@ -29,6 +28,8 @@ def cluster(request: pytest.FixtureRequest):
         lab.start()
     except LabError as exc:
         pytest.fail(f"the lab could not start: {exc}", pytrace=False)
+    from chaoslab.pytest_plugin import set_run_info, set_version  # after pytest registered the plugin
+
     set_run_info(request.config, "backend", lab.name)
     for component, version in lab.versions().items():
         set_version(request.config, component, version)
@@ -51,6 +52,8 @@ def lab(cluster):
 @pytest.fixture(scope="session")
 def api_server(cluster, request):
     """The API under test, a real uvicorn process, shared by the scenarios that need it."""
+    from chaoslab.pytest_plugin import set_run_info
+
     server = ApiServer(cluster)
     set_run_info(request.config, "cache_ttl_seconds", server.effective_settings().cache_ttl_seconds)
     try:

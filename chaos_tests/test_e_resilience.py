@@ -46,12 +46,14 @@ def test_redis_outage_keeps_the_api_answering(lab, api, measure, fault):
     api.ensure()
     for product_id in products:  # warm cache
         api_client.read(api.base_url, product_id)
-    load = _read_load(api, list(products), seconds=5)
-    with load:
+    load = _read_load(api, list(products), seconds=5).start()
+    try:
         wait_until(lambda: len(load.history.ops) > 50, service="api", expected="reads before the fault",
                    timeout=10)
         load.history.mark("fault")
         lab.fault(fault, REDIS)
+    finally:
+        assert load.join(timeout=20), "the read load did not stop by itself within its bounds"
     fault_at = load.history.event_time("fault")
 
     pairs = load.history.pairs()

@@ -65,6 +65,11 @@ def _run_failover(lab, api, measure, request, *, fault: str, switch: str, promot
     if synchronous:
         pg.alter_system(lab.endpoint(PRIMARY), lab.creds, "synchronous_standby_names", f'"{REPLICA}"')
         pg.alter_system(lab.endpoint(PRIMARY), lab.creds, "synchronous_commit", "remote_apply")
+        wait_until(lambda: pg.query_one(
+            lab.endpoint(PRIMARY), lab.creds, "SELECT sync_state FROM pg_stat_replication WHERE application_name = %s",
+            (REPLICA,), role="superuser", dbname="postgres") == "sync",
+            service=PRIMARY, expected=f"{REPLICA} to be its synchronous standby", timeout=10,
+            log=lab.log_path(PRIMARY))
 
     workload = Workload(api.base_url, writers=3, readers=1, max_ops=4000, max_seconds=60, request_timeout=3)
     history = workload.history

@@ -1,0 +1,41 @@
+"""WAL positions: 'X/Y' text to integers and back."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.lsn import MAX_LSN, UNKNOWN_WRITE_LSN, format_lsn, parse_lsn
+
+
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("0/0", 0),
+        ("0/16B3748", 0x16B3748),
+        ("1/0", 1 << 32),
+        ("16/B374D848", (0x16 << 32) | 0xB374D848),
+        ("FFFFFFFF/FFFFFFFF", MAX_LSN),
+        ("a/b", (0xA << 32) | 0xB),
+    ],
+)
+def test_parse_and_format_round_trip(text, value):
+    assert parse_lsn(text) == value
+    assert parse_lsn(format_lsn(value)) == value
+
+
+def test_order_follows_the_wal():
+    # The low half is not zero-padded in PostgreSQL's text: compare as integers.
+    assert parse_lsn("0/FFFFFFFF") < parse_lsn("1/0") < parse_lsn("1/10") < parse_lsn("2/1")
+    assert parse_lsn("0/9") < parse_lsn("0/10")
+
+
+@pytest.mark.parametrize("text", ["", "0", "0/", "/0", "0/0/0", "G/0", "0/123456789", "-1/0", "0x1/0"])
+def test_rejects_what_is_not_a_position(text):
+    with pytest.raises(ValueError):
+        parse_lsn(text)
+
+
+def test_unknown_write_position_is_beyond_any_replica():
+    assert UNKNOWN_WRITE_LSN >= parse_lsn("FFFFFFFF/FFFFFFFF")
+    with pytest.raises(ValueError):
+        format_lsn(MAX_LSN + 1)
