@@ -27,8 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 class ApiServer:
     """One uvicorn process; ``restart(**settings)`` runs it again with other settings."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, app: str = "service.app:create_app") -> None:
         self.cluster = cluster
+        self.app = app
         # A run directory of its own: it reserves the port, holds the log, and lets
         # the reaper find a uvicorn left by a killed run (it runs inside it).
         self.run_dir = RunDir.create()
@@ -62,7 +63,7 @@ class ApiServer:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         with open(self.log, "ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
+                [sys.executable, "-m", "uvicorn", "--factory", self.app, "--host", "127.0.0.1",
                  "--port", str(self.port), "--no-access-log", "--log-level", "warning"],
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=self.run_dir.path, start_new_session=True,
