@@ -1,0 +1,85 @@
+"""The application factory: ``uvicorn --factory service.app:create_app``.
+
+Nothing is built at import time; every setting comes from the environment when
+the factory runs, and connections are opened in the lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from service import handlers
+from service.breaker import CircuitBreaker
+from service.cache import ProductCache
+from service.db import DatabaseRole
+from service.errors import EXCEPTION_HANDLERS
+from service.metrics import Metrics, RequestMetricsMiddleware
+from service.products import ProductService
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+ROUTES = [
+    Route("/products", handlers.ProductCollection),
+    Route("/products/{id}", handlers.ProductItem),
+    Route("/health", handlers.Health),
+    Route("/metrics", handlers.Metrics),
+    Route("/openapi.json", handlers.OpenAPI),
+]
+
+
+def create_app(environ: Mapping[str, str] | None = None) -> Starlette:
+    settings = Settings.from_env(os.environ if environ is None else environ)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    metrics = Metrics()
+
+    def breaker(dependency: str, reset_seconds: float) -> CircuitBreaker:
+        return CircuitBreaker(
+            dependency,
+            failure_threshold=settings.breaker_failure_threshold,
+            reset_timeout=reset_seconds,
+            on_change=_log_and_export(metrics),
+        )
+
+    primary = DatabaseRole("primary", settings.db_write_dsn, settings, metrics, breaker("primary", settings.db_breaker_reset_seconds))
+    replica = DatabaseRole("replica", settings.db_read_dsn, settings, metrics, breaker("replica", settings.db_breaker_reset_seconds))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # The Redis client binds to the running loop, so it is made here.
+        cache = ProductCache(settings, metrics, breaker("redis", settings.redis_breaker_reset_seconds))
+        app.state.products = ProductService(settings, metrics, primary, replica, cache)
+        await primary.open()
+        await replica.open()
+        try:
+            yield
+        finally:
+            await cache.close()
+            await replica.close()
+            await primary.close()
+
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(RequestMetricsMiddleware, metrics=metrics)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    return app
+
+
+def _log_and_export(metrics: Metrics):
+    def on_change(dependency, state) -> None:
+        logger.warning("circuit breaker %s is now %s", dependency, state.label)
+        metrics.breaker_changed(dependency, state)
+
+    return on_change

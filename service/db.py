@@ -1,0 +1,235 @@
+"""PostgreSQL access by role: one pool and one circuit breaker for the primary (the
+write DSN, through HAProxy) and one of each for the replica (the read DSN).
+
+Every attempt runs in its own task with a client-side deadline. When the deadline
+passes the task is cancelled and left to finish in the background: psycopg answers a
+cancellation by sending a cancel request and waiting for the query to end (up to
+seconds when the server is SIGSTOPped), and the request must not wait for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, TypeVar
+
+import psycopg
+from psycopg import AsyncConnection, errors as pg_errors
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from service.breaker import CircuitBreaker
+from service.errors import UnprocessableEntity
+from service.metrics import Metrics
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["primary", "replica"]
+T = TypeVar("T")
+SERVICE_NAMES: dict[str, str] = {"primary": "db-primary", "replica": "db-replica"}
+
+# The pool gives up reconnecting after this long, and the next request that finds
+# the pool empty starts a fresh attempt at once; left at its default (minutes), the
+# pool's exponential backoff could delay reconnection long after the server is back.
+_RECONNECT_TIMEOUT_S = 3.0
+_CLOSE_TIMEOUT_S = 1.0
+
+
+class DatabaseUnavailable(Exception):
+    """The role cannot serve now. ``maybe_applied``: a write may have been executed."""
+
+    def __init__(self, role: Role, reason: str, *, retry_after: int = 1, maybe_applied: bool = False) -> None:
+        super().__init__(f"{role}: {reason}")
+        self.role = role
+        self.reason = reason
+        self.retry_after = retry_after
+        self.maybe_applied = maybe_applied
+
+    @property
+    def service(self) -> str:
+        return SERVICE_NAMES[self.role]
+
+
+class DatabaseRejected(UnprocessableEntity):
+    """The database refused the values (data or integrity error): the client's fault."""
+
+    def __init__(self) -> None:
+        super().__init__("the database rejected these values")
+
+
+class _AttemptTimedOut(Exception):
+    pass
+
+
+class _BrokenConnection(Exception):
+    pass
+
+
+class Session:
+    """A pooled connection that counts its round trips."""
+
+    def __init__(self, conn: AsyncConnection, on_round_trip: Callable[[], None]) -> None:
+        self.conn = conn
+        self._on_round_trip = on_round_trip
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        self._on_round_trip()
+        cursor = await self.conn.execute(sql, params)
+        return await cursor.fetchone()
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        self._on_round_trip()
+        cursor = await self.conn.execute(sql, params)
+        return await cursor.fetchall()
+
+    async def fetchone_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[tuple | None]:
+        """Run several statements in one network round trip (pipeline mode), in order,
+        each with its own snapshot (READ COMMITTED), and return each first row."""
+        self._on_round_trip()
+        cursors = []
+        async with self.conn.pipeline() as pipeline:
+            for sql, params in statements:
+                cursor = self.conn.cursor()
+                await cursor.execute(sql, params)
+                cursors.append(cursor)
+            await pipeline.sync()
+            return [await cursor.fetchone() for cursor in cursors]
+
+
+class DatabaseRole:
+    def __init__(self, role: Role, dsn: str, settings: Settings, metrics: Metrics, breaker: CircuitBreaker) -> None:
+        self.role = role
+        self.breaker = breaker
+        self._dsn = dsn
+        self._settings = settings
+        self._metrics = metrics
+        self._pool: AsyncConnectionPool | None = None
+        self._abandoned: set[asyncio.Task] = set()
+
+    @property
+    def service(self) -> str:
+        return SERVICE_NAMES[self.role]
+
+    async def open(self) -> None:
+        s = self._settings
+        self._pool = AsyncConnectionPool(
+            self._dsn,
+            kwargs={
+                # One statement is one round trip: no BEGIN, no ROLLBACK on return.
+                "autocommit": True,
+                "connect_timeout": s.db_connect_timeout_s,
+                "options": f"-c statement_timeout={s.db_statement_timeout_ms}",
+                "application_name": f"chaoslab-api-{self.role}",
+            },
+            min_size=s.db_pool_min_size,
+            max_size=s.db_pool_max_size,
+            timeout=s.db_pool_timeout_s,
+            reconnect_timeout=_RECONNECT_TIMEOUT_S,
+            # After a failover every pooled connection is dead: test each one as it
+            # leaves the pool, so requests get a live connection or a fresh one.
+            check=AsyncConnectionPool.check_connection,
+            name=self.role,
+            open=False,
+        )
+        # Do not wait: the API must start (and say 503) while a database is down.
+        await self._pool.open(wait=False)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close(timeout=_CLOSE_TIMEOUT_S)
+
+    async def run(self, operation: Callable[[Session], Awaitable[T]], *, retry_if_broken: bool) -> T:
+        """Run ``operation`` on a pooled connection through the breaker.
+
+        ``retry_if_broken``: only for operations safe to repeat (reads): a connection
+        that died under us is retried once on another one.
+        """
+        if not self.breaker.allow_request():
+            raise DatabaseUnavailable(self.role, "circuit breaker open", retry_after=self.breaker.retry_after())
+        attempts = 2 if retry_if_broken else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                result = await self._attempt(operation, self._settings.db_attempt_timeout_s, counted=True)
+            except _BrokenConnection as exc:
+                if attempt < attempts:
+                    logger.info("%s: connection broke under a read, retrying on another one", self.role)
+                    continue
+                raise self._failed("connection lost", exc, maybe_applied=True) from None
+            except _AttemptTimedOut as exc:
+                raise self._failed("timed out", exc, maybe_applied=True) from None
+            except PoolTimeout as exc:
+                raise self._failed("no connection available", exc, maybe_applied=False) from None
+            except pg_errors.ReadOnlySqlTransaction as exc:
+                # The write DSN reached a standby: mid-failover, HAProxy not switched yet.
+                raise self._failed("node is read-only", exc, maybe_applied=False) from None
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                raise self._failed("database error", exc, maybe_applied=True) from None
+            except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                self.breaker.record_success()
+                logger.info("%s rejected values: %s", self.role, exc.sqlstate)
+                raise DatabaseRejected() from None
+            except psycopg.Error as exc:
+                # The server answered, so it is up (say, a missing table): no breaker failure.
+                self.breaker.record_success()
+                logger.error("%s: unexpected database error %s", self.role, exc.sqlstate, exc_info=exc)
+                raise DatabaseUnavailable(self.role, "unexpected database error", maybe_applied=True) from None
+            self.breaker.record_success()
+            return result
+        raise AssertionError("unreachable")
+
+    async def probe(self, operation: Callable[[Session], Awaitable[T]], timeout: float) -> T:
+        """For /health: no breaker, not counted as a product query; raises on failure."""
+        try:
+            return await self._attempt(operation, timeout, counted=False)
+        except _AttemptTimedOut:
+            raise TimeoutError(f"no answer within {timeout} s") from None
+
+    def _failed(self, reason: str, exc: BaseException, *, maybe_applied: bool) -> DatabaseUnavailable:
+        self.breaker.record_failure()
+        self._metrics.dependency_failures.labels(self.role).inc()
+        # The driver's class name only: its message can carry hosts and SQL.
+        cause = exc.__cause__ if isinstance(exc, _BrokenConnection) else exc
+        detail = "" if isinstance(cause, _AttemptTimedOut) else f" ({type(cause).__name__})"
+        logger.warning("%s unavailable: %s%s", self.role, reason, detail)
+        return DatabaseUnavailable(
+            self.role, reason, retry_after=self.breaker.retry_after(), maybe_applied=maybe_applied
+        )
+
+    async def _attempt(self, operation: Callable[[Session], Awaitable[T]], timeout: float, *, counted: bool) -> T:
+        task = asyncio.ensure_future(self._on_connection(operation, counted))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+        except asyncio.CancelledError:
+            self._abandon(task)
+            raise
+        if not done:
+            self._abandon(task)
+            raise _AttemptTimedOut()
+        return task.result()
+
+    async def _on_connection(self, operation: Callable[[Session], Awaitable[T]], counted: bool) -> T:
+        if self._pool is None:
+            raise PoolTimeout("pool not open")
+        on_round_trip = self._metrics.db_queries.labels(self.role).inc if counted else _no_op
+        async with self._pool.connection() as conn:
+            try:
+                return await operation(Session(conn, on_round_trip))
+            except psycopg.Error as exc:
+                if conn.broken:
+                    raise _BrokenConnection() from exc
+                raise
+
+    def _abandon(self, task: asyncio.Task) -> None:
+        task.cancel()
+        self._abandoned.add(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task) -> None:
+        self._abandoned.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.debug("abandoned %s attempt ended with %r", self.role, task.exception())
+
+
+def _no_op() -> None:
+    pass
