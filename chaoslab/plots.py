@@ -70,7 +70,7 @@ def latency_plot(samples_json: str | os.PathLike[str] | Mapping[str, Any], out_p
 
 def timeline_plot(timeline_json: str | os.PathLike[str] | Mapping[str, Any], out_png: str | os.PathLike[str], title: str = "") -> Path:
     """Stacked ok/fail/unknown operations per time bucket, with the fault, promote and switch events."""
-    timeline = _load(timeline_json)
+    timeline = _as_buckets(_load(timeline_json))
     buckets = timeline.get("buckets", [])
     width = float(timeline.get("bucket_s", 0.1))
     times = [float(b["t"]) for b in buckets]
@@ -81,11 +81,12 @@ def timeline_plot(timeline_json: str | os.PathLike[str] | Mapping[str, Any], out
         ax.bar(times, heights, width=width, bottom=bottom, align="edge",
                color=OUTCOME_COLORS[outcome], label=OUTCOME_LABELS[outcome], linewidth=0)
         bottom = [b + h for b, h in zip(bottom, heights)]
-    for event in timeline.get("events", []):
+    for index, event in enumerate(timeline.get("events", [])):
         t = float(event["t"])
         ax.axvline(t, color="black", linestyle="--", linewidth=1)
+        # Events often come a fraction of a second apart: stagger their labels.
         ax.annotate(EVENT_LABELS.get(event["name"], event["name"]), (t, 1), xycoords=("data", "axes fraction"),
-                    xytext=(3, -12), textcoords="offset points", fontsize=8)
+                    xytext=(3, -12 - 11 * (index % 3)), textcoords="offset points", fontsize=8)
     ax.set_ylim(0, max(bottom, default=1) * 1.25 or 1)  # headroom for the event labels
     ax.set_xlabel("temps depuis le début de la charge (s)")
     ax.set_ylabel(f"opérations / {width:g} s")
@@ -93,3 +94,18 @@ def timeline_plot(timeline_json: str | os.PathLike[str] | Mapping[str, Any], out
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     return _save(fig, out_png)
+
+
+def _as_buckets(timeline: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Accept checkers.availability_timeline's columnar layout: the writes are plotted.
+
+    Writes are what a failover interrupts; reads keep going from the replica.
+    """
+    if "counts" not in timeline:
+        return timeline
+    writes = timeline["counts"].get("write", {})
+    buckets = [{"t": t, **{outcome: writes.get(outcome, [0] * len(timeline["t"]))[i]
+                           for outcome in ("ok", "fail", "unknown")}}
+               for i, t in enumerate(timeline["t"])]
+    events = [{"name": event["name"], "t": event.get("t", event.get("time"))} for event in timeline.get("events", [])]
+    return {"bucket_s": timeline["bucket"], "buckets": buckets, "events": events}

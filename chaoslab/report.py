@@ -28,9 +28,9 @@ MISSING_CELL = "non mesuré"
 OUTCOME_FR = {"passed": "réussi", "failed": "échoué", "error": "erreur", "skipped": "ignoré"}
 
 SWITCH_FR = {
-    "brief_restart": "édition de haproxy.cfg + redémarrage (méthode du sujet)",
+    "restart": "édition de haproxy.cfg + redémarrage (méthode du sujet)",
     "reload": "édition de haproxy.cfg + rechargement",
-    "runtime_api": "API runtime HAProxy (`set server ... state`)",
+    "runtime_api": "API runtime HAProxy (`set server ... addr`), sans redémarrage",
     "role_aware": "check HAProxy sensible au rôle (aucune action sur HAProxy)",
 }
 
@@ -529,7 +529,7 @@ def section_questions(ctx: _Context) -> str:
         return f"{num(count)} perdue(s) sur {num(acked)} acquittée(s)"
 
     fastest = min(by_switch.items(), key=lambda kv: statistics.median(kv[1])) if by_switch else None
-    brief = by_switch.get("brief_restart")
+    brief = by_switch.get("restart")
     bonus = {b.key: (f"{b.passed}/{b.total} tests réussis" if b.executed else NOT_RUN) for b in grade.bonuses}
     fastest_text = f"`{fastest[0]}` : {fig(statistics.median(fastest[1]), 's')}" if fastest else MISSING
     brief_text = fig(statistics.median(brief), "s") if brief else MISSING

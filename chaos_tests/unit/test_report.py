@@ -71,9 +71,9 @@ def results_file(tmp_path: Path) -> Path:
               attachments={"timeline": "reports/data/timeline.json"},
               fault="kill", switch="runtime_api", rto_s=1.42, lost_writes=3, unknown_writes=2,
               acked_writes=917, synchronous="off"),
-        _test("chaos_tests/test_f_failover.py::test_failover[stop-brief_restart]", ["failover"],
-              param_id="stop-brief_restart", duration=30.0,
-              fault="stop", switch="brief_restart", rto_s=4.75, lost_writes=0, unknown_writes=1,
+        _test("chaos_tests/test_f_failover.py::test_failover[stop-restart]", ["failover"],
+              param_id="stop-restart", duration=30.0,
+              fault="stop", switch="restart", rto_s=4.75, lost_writes=0, unknown_writes=1,
               acked_writes=800, synchronous="off"),
         _test("chaos_tests/test_x_bonus.py::test_stampede", ["stampede"]),
     ]
