@@ -73,3 +73,24 @@ def api(lab, api_server):
     except LabError as exc:
         pytest.fail(f"the API could not start: {exc}", pytrace=False)
     return api_server
+
+
+@pytest.fixture(scope="session")
+def redis_ha_group(cluster):
+    """The Sentinel bonus topology: started only when a scenario asks for it."""
+    group = cluster.redis_ha()
+    try:
+        group.start()
+    except LabError as exc:
+        pytest.fail(f"the Redis Sentinel group could not start: {exc}", pytrace=False)
+    try:
+        yield group
+    finally:
+        group.close()
+
+
+@pytest.fixture
+def redis_ha(lab, redis_ha_group):
+    """The Sentinel group with every node up, one agreed master and no data."""
+    redis_ha_group.restore_baseline()
+    return redis_ha_group

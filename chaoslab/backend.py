@@ -17,6 +17,7 @@ import redis as redis_client
 
 from . import haproxy_config, pg
 from .errors import LabError
+from .redis_ha import RedisHA
 from .topology import DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES, Credentials, Endpoint
 from .waits import wait_until
 
@@ -100,6 +101,10 @@ class Cluster(abc.ABC):
     @abc.abstractmethod
     def rejoin(self, old_primary: str, new_primary: str) -> None:
         """Turn a stopped ex-primary into a standby of the new primary with pg_rewind."""
+
+    @abc.abstractmethod
+    def redis_ha(self) -> "RedisHA":
+        """A Redis Sentinel group (bonus topology) beside the lab; the caller starts and closes it."""
 
     # -- faults -------------------------------------------------------------------
     def fault(self, action: str, service: str) -> None:

@@ -17,6 +17,7 @@ from .haproxy import HAProxyNode
 from .postgres import PostgresNode, find_bindir
 from .process import ServerUser
 from .redis import RedisNode
+from .sentinel import LocalRedisHA
 
 LOCALHOST = "127.0.0.1"
 
@@ -182,6 +183,9 @@ class LocalCluster(Cluster):
         node.wipe()
         node.clone_from(self.nodes[primary])
         node.start()
+
+    def redis_ha(self) -> LocalRedisHA:
+        return LocalRedisHA(self.run_dir, ServerUser.detect())
 
     def rejoin(self, old_primary: str, new_primary: str) -> None:
         node = self.nodes[old_primary]

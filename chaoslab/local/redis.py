@@ -31,6 +31,7 @@ class RedisNode:
     endpoint: Endpoint
     run_dir: RunDir
     user: ServerUser
+    extra_conf: str = ""  # e.g. "replicaof ..." for a Sentinel group's replica
 
     def __post_init__(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -38,7 +39,8 @@ class RedisNode:
         self.log = self.dir / "redis.log"
         self.log.touch()
         conf = self.dir / "redis.conf"
-        conf.write_text(REDIS_CONF.format(port=self.endpoint.port, dir=self.dir))
+        if not conf.exists():  # a restarted node keeps what Sentinel wrote into it
+            conf.write_text(REDIS_CONF.format(port=self.endpoint.port, dir=self.dir) + self.extra_conf)
         self.user.own(self.dir)
         self.process = ServerProcess(name=self.name, args=[binary, str(conf)], cwd=self.dir, log=self.log,
                                      user=self.user, run_dir=self.run_dir, stop_signal=signal.SIGTERM)

@@ -1,0 +1,122 @@
+"""Redis high availability with Sentinel, as local processes (the brief's bonus).
+
+One master, one replica, three Sentinels (a quorum of two), in the lab's run
+directory. Which node is master moves with failovers: ask the Sentinels.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from dataclasses import dataclass
+
+import redis as redis_client
+
+from ..errors import LabError
+from ..redis_ha import MASTER_NAME, SENTINEL_TIMINGS, RedisHA
+from ..rundir import RunDir
+from ..topology import Endpoint
+from ..waits import wait_until
+from .process import ServerProcess, ServerUser
+from .redis import RedisNode
+
+SENTINEL_CONF = """\
+# Written by chaoslab. Sentinel rewrites this file as it learns the group.
+bind 127.0.0.1
+port {port}
+dir {dir}
+sentinel monitor {master} 127.0.0.1 {master_port} 2
+sentinel down-after-milliseconds {master} {down_after_ms}
+sentinel failover-timeout {master} {failover_timeout_ms}
+sentinel parallel-syncs {master} 1
+"""
+
+
+@dataclass
+class SentinelNode:
+    name: str
+    endpoint: Endpoint
+    run_dir: RunDir
+    user: ServerUser
+    master_port: int
+
+    def __post_init__(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.dir = self.run_dir.service_dir(self.name)
+        self.log = self.dir / "sentinel.log"
+        self.log.touch()
+        conf = self.dir / "sentinel.conf"
+        if not conf.exists():
+            conf.write_text(SENTINEL_CONF.format(port=self.endpoint.port, dir=self.dir, master=MASTER_NAME,
+                                                 master_port=self.master_port, **SENTINEL_TIMINGS))
+        self.user.own(self.dir)
+        self.process = ServerProcess(name=self.name, args=[binary, str(conf), "--sentinel"], cwd=self.dir,
+                                     log=self.log, user=self.user, run_dir=self.run_dir,
+                                     stop_signal=signal.SIGTERM)
+
+    def start(self, timeout: float = 15) -> None:
+        self.process.start()
+
+        def answers() -> bool:
+            if not self.process.running():
+                raise LabError(self.name, "redis-sentinel to start", self.log, "the process exited")
+            client = redis_client.Redis(host=self.endpoint.host, port=self.endpoint.port, socket_timeout=0.5)
+            try:
+                return client.ping()
+            finally:
+                client.close()
+        wait_until(answers, service=self.name, expected=f"PONG on {self.endpoint}", timeout=timeout, log=self.log)
+
+
+class LocalRedisHA(RedisHA):
+    """The Sentinel group on real processes, in the cluster's run directory."""
+
+    def __init__(self, run_dir: RunDir, user: ServerUser) -> None:
+        master_port, replica_port = run_dir.reserve_port(), run_dir.reserve_port()
+        self.nodes = {
+            "redis-ha-1": RedisNode("redis-ha-1", Endpoint("127.0.0.1", master_port), run_dir, user),
+            "redis-ha-2": RedisNode("redis-ha-2", Endpoint("127.0.0.1", replica_port), run_dir, user,
+                                    extra_conf=f"replicaof 127.0.0.1 {master_port}\n"),
+        }
+        self.sentinels = {
+            name: SentinelNode(name, Endpoint("127.0.0.1", run_dir.reserve_port()), run_dir, user, master_port)
+            for name in ("sentinel-1", "sentinel-2", "sentinel-3")
+        }
+
+    def _server(self, name: str):
+        return self.nodes.get(name) or self.sentinels[name]
+
+    def start(self) -> None:
+        for node in self.nodes.values():
+            node.start()
+        for sentinel in self.sentinels.values():
+            sentinel.start()
+        self.wait_settled()
+
+    def close(self) -> None:
+        for server in [*self.sentinels.values(), *self.nodes.values()]:
+            server.process.stop(timeout=5)
+
+    def sentinel_endpoints(self) -> list[Endpoint]:
+        return [sentinel.endpoint for sentinel in self.sentinels.values()]
+
+    def node_endpoint(self, name: str) -> Endpoint:
+        return self.nodes[name].endpoint
+
+    def log_path(self, name: str):
+        return self._server(name).log
+
+    def fault(self, action: str, name: str) -> None:
+        process = self._server(name).process
+        if action == "start":
+            self._server(name).start()
+        elif action in ("stop", "kill", "pause", "resume"):
+            getattr(process, action)()
+        else:
+            raise ValueError(f"unknown fault {action!r} for {name}")
+
+    def is_running(self, name: str) -> bool:
+        return self._server(name).process.running()
+
+    def is_paused(self, name: str) -> bool:
+        return self._server(name).process.paused

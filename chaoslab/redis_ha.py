@@ -1,0 +1,128 @@
+"""The Redis Sentinel group (bonus): what every backend shares.
+
+A backend provides the processes or containers; the questions asked of the
+group (who is master, is the replica linked, do the Sentinels agree) only need
+connections, so they are answered here once.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+
+import redis as redis_client
+
+from .topology import Endpoint
+from .waits import wait_until
+
+MASTER_NAME = "lab"
+# Lab timings: a dead master is noticed after 1 s (production often uses 5-30 s;
+# the lab wants a failover to fit in a test), and a stuck failover is retried after 5 s.
+SENTINEL_TIMINGS = {"down_after_ms": 1000, "failover_timeout_ms": 5000}
+
+
+def _client(endpoint: Endpoint) -> redis_client.Redis:
+    return redis_client.Redis(host=endpoint.host, port=endpoint.port, socket_timeout=1, socket_connect_timeout=1,
+                              decode_responses=True)
+
+
+class RedisHA(abc.ABC):
+    nodes: dict
+    sentinels: dict
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def sentinel_endpoints(self) -> list[Endpoint]: ...
+
+    @abc.abstractmethod
+    def node_endpoint(self, name: str) -> Endpoint:
+        """Where the harness reaches a Redis node of the group."""
+
+    @abc.abstractmethod
+    def log_path(self, name: str) -> Path | str: ...
+
+    @abc.abstractmethod
+    def fault(self, action: str, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def is_running(self, name: str) -> bool: ...
+
+    @abc.abstractmethod
+    def is_paused(self, name: str) -> bool: ...
+
+    def node_for_address(self, host: str, port: int) -> str | None:
+        """The node a Sentinel means by an address (backends that NAT override this)."""
+        for name in self.nodes:
+            endpoint = self.node_endpoint(name)
+            if (endpoint.host, endpoint.port) == (host, int(port)):
+                return name
+        return None
+
+    # -- questions ---------------------------------------------------------------
+    def sentinel_setting(self) -> str:
+        """The API's REDIS_SENTINELS value: host:port,host:port,..."""
+        return ",".join(str(endpoint) for endpoint in self.sentinel_endpoints())
+
+    def master_per_sentinel(self) -> dict[str, str | None]:
+        answers = {}
+        for name, endpoint in zip(self.sentinels, self.sentinel_endpoints()):
+            try:
+                host, port = _client(endpoint).sentinel_get_master_addr_by_name(MASTER_NAME)
+                answers[name] = self.node_for_address(host, port)
+            except Exception:
+                answers[name] = None
+        return answers
+
+    def role(self, name: str) -> str | None:
+        try:
+            return _client(self.node_endpoint(name)).info("replication")["role"]
+        except Exception:
+            return None
+
+    def master(self) -> str | None:
+        """The master the Sentinels agree on and that says it is master, else None."""
+        answers = set(self.master_per_sentinel().values())
+        if len(answers) != 1:
+            return None
+        (master,) = answers
+        return master if master and self.role(master) == "master" else None
+
+    def replica_linked(self, name: str) -> bool:
+        try:
+            info = _client(self.node_endpoint(name)).info("replication")
+        except Exception:
+            return False
+        return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+    def wait_settled(self, timeout: float = 30) -> str:
+        """Every node up, the Sentinels agree on one master, the other node replicates it."""
+        def settled() -> str | None:
+            master = self.master()
+            if master is None:
+                return None
+            others = [name for name in self.nodes if name != master]
+            return master if all(self.replica_linked(name) for name in others) else None
+        return wait_until(settled, service="redis-sentinel",
+                          expected="the Sentinels to agree on one master with its replica linked",
+                          timeout=timeout, interval=0.1)
+
+    def master_client(self) -> redis_client.Redis:
+        master = self.master()
+        if master is None:
+            raise RuntimeError("no agreed Redis master right now")
+        return _client(self.node_endpoint(master))
+
+    def restore_baseline(self) -> None:
+        """All processes up and running, one agreed master (whichever), no data."""
+        for name in [*self.nodes, *self.sentinels]:
+            if self.is_paused(name):
+                self.fault("resume", name)
+            if not self.is_running(name):
+                self.fault("start", name)
+        self.wait_settled()
+        self.master_client().flushall()
