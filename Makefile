@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup lab test bench report clean
+.PHONY: setup lab test test-compose bench report clean
 
 setup:
 	@scripts/setup.sh
@@ -16,6 +16,11 @@ lab: setup
 # Every test of the project: unit tests and all scenarios.
 test: setup
 	$(PYTEST) $(PYTEST_ARGS)
+
+# The same scenarios in containers (docker-compose.yml); builds local stand-in images
+# when no registry is reachable (see scripts/compose-suite.sh).
+test-compose: setup
+	scripts/compose-suite.sh $(PYTEST_ARGS)
 
 bench: setup
 	@scripts/setup.sh wrk

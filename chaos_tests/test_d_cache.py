@@ -82,7 +82,7 @@ def test_read_after_write_is_stale_while_the_replica_lags_d4(lab, api, measure):
     api.ensure(CACHE_ENABLED="false")
     product = _product(lab, api)
     delay_ms = 1500
-    pg.alter_system(lab.endpoint(REPLICA), lab.creds, "recovery_min_apply_delay", f"{delay_ms}ms")
+    lab.delay_replay(REPLICA, delay_ms)
 
     assert api_client.update(api.base_url, product["id"], "Keyboard", 3999).status_code == 200
     right_after = api_client.read(api.base_url, product["id"])
@@ -114,7 +114,7 @@ def test_stale_fill_race_after_put(lab, api, measure, guard):
     api.ensure(CACHE_TTL_SECONDS=str(ttl_s), STALE_FILL_GUARD=guard)
     product = _product(lab, api)
     api_client.read(api.base_url, product["id"])  # cached: 4999
-    pg.alter_system(lab.endpoint(REPLICA), lab.creds, "recovery_min_apply_delay", f"{delay_ms}ms")
+    lab.delay_replay(REPLICA, delay_ms)
 
     assert api_client.update(api.base_url, product["id"], "Keyboard", 3999).status_code == 200
     refill = api_client.read(api.base_url, product["id"])  # the miss that races the replica

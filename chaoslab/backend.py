@@ -285,6 +285,24 @@ class Cluster(abc.ABC):
         wait_until(lambda: self._streams_from_primary(standby), service=standby,
                    expected=f"to stream from {PRIMARY}", timeout=timeout, log=self.log_path(standby))
 
+    def delay_replay(self, standby: str, delay_ms: int, timeout: float = 10) -> None:
+        """Set recovery_min_apply_delay on a standby, and return only once it holds.
+
+        A reload is asynchronous: the standby's startup process reads the new value
+        some time later. So the delay is proven by its effect: a probe commit that the
+        standby has received but not applied.
+        """
+        primary = self.endpoint(PRIMARY)
+        pg.alter_system(self.endpoint(standby), self.creds, "recovery_min_apply_delay", f"{delay_ms}ms")
+
+        def delay_holds() -> bool:
+            lsn = pg.probe_commit(primary, self.creds)
+            wait_until(lambda: pg.received(self.endpoint(standby), self.creds, lsn), service=standby,
+                       expected=f"to receive the WAL up to {lsn}", timeout=5, log=self.log_path(standby))
+            return not pg.replayed(self.endpoint(standby), self.creds, lsn)
+        wait_until(delay_holds, service=standby, expected=f"an apply delay of {delay_ms} ms to hold",
+                   timeout=timeout, interval=0.05, log=self.log_path(standby))
+
     def wait_replayed(self, standby: str, lsn: str, timeout: float = 15) -> None:
         wait_until(lambda: pg.replayed(self.endpoint(standby), self.creds, lsn), service=standby,
                    expected=f"to replay the WAL up to {lsn}", timeout=timeout, log=self.log_path(standby))

@@ -10,7 +10,12 @@ def _local() -> Cluster:
     return LocalCluster()
 
 
-BACKENDS = {"local": _local}
+def _compose() -> Cluster:
+    from .compose.cluster import ComposeCluster
+    return ComposeCluster()
+
+
+BACKENDS = {"local": _local, "compose": _compose}
 
 
 def create_cluster(name: str) -> Cluster:

@@ -106,5 +106,17 @@ def alter_system(endpoint: Endpoint, creds: Credentials, name: str, value: str) 
         conn.execute("SELECT pg_reload_conf()")
 
 
+def probe_commit(endpoint: Endpoint, creds: Credentials) -> str:
+    """Commit a tiny write in the harness' own table; returns the LSN after it."""
+    with connect(endpoint, creds) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS chaoslab_probe (at timestamptz NOT NULL DEFAULT now())")
+        conn.execute("INSERT INTO chaoslab_probe DEFAULT VALUES")
+        return conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+
+
+def received(endpoint: Endpoint, creds: Credentials, lsn: str) -> bool:
+    return bool(query_one(endpoint, creds, "SELECT pg_last_wal_receive_lsn() >= %s::pg_lsn", (lsn,)))
+
+
 def server_version(endpoint: Endpoint, creds: Credentials) -> str:
     return query_one(endpoint, creds, "SHOW server_version")

@@ -141,44 +141,75 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _live_group_members(pgid: int) -> list[int]:
-    """Pids of the group's live processes.
-
-    Orphaned children are reparented to PID 1, which may never reap them here:
-    a zombie holds no port and no file, so it does not count.
-    """
-    members = []
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, process group, state letter), read from /proc."""
+    table = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
+        table[int(stat.parent.name)] = (int(fields[1]), int(fields[2]), fields[0])
+    return table
 
 
-def group_alive(pgid: int) -> bool:
-    return bool(_live_group_members(pgid))
+def process_tree(leader: int) -> list[int]:
+    """The leader, its process group and all their descendants that are alive, leader first.
+
+    PostgreSQL's children call setsid(): they leave the postmaster's process group,
+    so a group signal alone would miss every backend. Parent links find them.
+    Zombies are left out: a zombie holds no port and no file, and PID 1 may never
+    reap the orphans here.
+    """
+    table = _process_table()
+    members = {pid for pid, (_, pgid, _) in table.items() if pid == leader or pgid == leader}
+    frontier = list(members)
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, _, _) in table.items():
+            if ppid == parent and pid not in members:
+                members.add(pid)
+                frontier.append(pid)
+    alive = [pid for pid in members if table[pid][2] not in ("Z", "X")]
+    return sorted(alive, key=lambda pid: pid != leader)
 
 
-def _group_belongs_to(pgid: int, run_dir: Path) -> bool:
-    """True if a live member of the group runs inside the run directory (the pgid was not reused)."""
-    for pid in _live_group_members(pgid):
+def signal_tree(leader: int, sig: int) -> list[int]:
+    """Send ``sig`` to the whole tree, leader first (a stopped leader forks nothing new)."""
+    pids = process_tree(leader)
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    return pids
+
+
+def kill_tree(leader: int) -> list[int]:
+    """Crash a whole server at once: freeze every process, then SIGKILL them all.
+
+    Freezing first means no backend can commit one more transaction while the
+    postmaster is already dead, as on a machine that loses power.
+    """
+    signal_tree(leader, signal.SIGSTOP)
+    return signal_tree(leader, signal.SIGKILL)
+
+
+def alive(pids: list[int]) -> list[int]:
+    table = _process_table()
+    return [pid for pid in pids if pid in table and table[pid][2] not in ("Z", "X")]
+
+
+def _tree_in(leader: int, run_dir: Path) -> list[int]:
+    """The tree of a recorded leader, if it still runs inside the run directory (pid not reused)."""
+    pids = process_tree(leader)
+    for pid in pids:
         try:
             if os.readlink(f"/proc/{pid}/cwd").startswith(str(run_dir)):
-                return True
+                return pids
         except OSError:
             continue
-    return False
-
-
-def kill_group(pgid: int) -> None:
-    for sig in (signal.SIGCONT, signal.SIGKILL):  # a stopped group must wake to die cleanly
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
+    return []
 
 
 def reap_run(run_dir: Path) -> None:
@@ -188,13 +219,13 @@ def reap_run(run_dir: Path) -> None:
             pgid = int(record.read_text())
         except (OSError, ValueError):
             continue
-        if _group_belongs_to(pgid, run_dir):
-            kill_group(pgid)
+        if _tree_in(pgid, run_dir):
+            pids = kill_tree(pgid)
             try:  # SIGKILL is asynchronous: make sure the ports are free before they are released
-                wait_until(lambda: not _group_belongs_to(pgid, run_dir), service=record.name,
-                           expected="to exit after SIGKILL", timeout=5)
+                wait_until(lambda: not alive(pids), service=record.name, expected="to exit after SIGKILL",
+                           timeout=5)
             except LabError:
-                pass  # a zombie of a dead parent holds nothing; the directory goes anyway
+                pass  # the directory goes anyway; what resists holds no port of a live run
     for port in (run_dir / "ports").glob("*") if (run_dir / "ports").exists() else []:
         marker = RUN_ROOT / "ports" / port.name
         try:

@@ -1,12 +1,9 @@
 #!/bin/bash
 # The replica bootstraps itself the brief's way: when its data directory is empty,
-# pg_basebackup -R -X stream from the primary, with a replication slot.
+# pg_basebackup -R -X stream from the primary, with a replication slot; then the
+# image's own entrypoint starts it (a standby, since -R wrote standby.signal).
 set -euo pipefail
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  mkdir -p "$PGDATA" && chown postgres:postgres "$PGDATA" && chmod 700 "$PGDATA"
-  export PGPASSWORD="$REPLICATION_PASSWORD"
-  until pg_isready -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -q; do sleep 1; done
-  gosu postgres pg_basebackup -h "$PRIMARY_HOST" -p "$PRIMARY_PORT" -U "$REPLICATION_USER" \
-    -D "$PGDATA" -R -X stream -C -S db_replica -c fast
+  /lab/lab-node.sh clone "$PRIMARY_HOST" "$PRIMARY_PORT" "${REPLICATION_SLOT:-db_replica}"
 fi
 exec docker-entrypoint.sh "$@"

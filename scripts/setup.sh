@@ -9,6 +9,10 @@ missing=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+# The Patroni bonus: Debian's patroni runs on the system Python as the postgres user
+# (the project's .venv may live where that user cannot read), and etcd is its store.
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+command -v patroni >/dev/null 2>&1 || missing+=(patroni)
 for extra in "$@"; do command -v "$extra" >/dev/null 2>&1 || missing+=("$extra"); done
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -147,6 +147,9 @@ class PostgresNode:
     def rewind_from(self, source: "PostgresNode") -> None:
         """Make this stopped ex-primary a standby of ``source`` again (part F, rejoin)."""
         with pg.connect(source.endpoint, self.creds, role="superuser", dbname="postgres") as conn:
+            # A freshly promoted source has not written its new timeline to its control
+            # file until a checkpoint: without one, pg_rewind says "no rewind required".
+            conn.execute("CHECKPOINT")
             if not conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
                                 (slot_name(self.name),)).fetchone():
                 conn.execute("SELECT pg_create_physical_replication_slot(%s)", (slot_name(self.name),))

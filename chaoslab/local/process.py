@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import LabError
-from ..rundir import RunDir, group_alive, kill_group
+from ..rundir import RunDir, alive, kill_tree, signal_tree
 from ..waits import wait_until
 
 
@@ -148,13 +148,10 @@ class ServerProcess:
         self.pid = self._popen.pid
         self.run_dir.record_process_group(self.name, self.pid)
 
-    def signal_group(self, sig: int) -> None:
-        if self.pid is None:
-            return
-        try:
-            os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            pass
+    def signal_tree(self, sig: int) -> None:
+        """Signal the server and every process it started (see rundir.process_tree)."""
+        if self.pid is not None:
+            signal_tree(self.pid, sig)
 
     def signal_leader(self, sig: int) -> None:
         if not self.running():
@@ -162,12 +159,12 @@ class ServerProcess:
         os.kill(self.pid, sig)
 
     def pause(self) -> None:
-        self.signal_group(signal.SIGSTOP)
+        self.signal_tree(signal.SIGSTOP)
         wait_until(lambda: self.paused, service=self.name, expected="to be stopped by SIGSTOP", timeout=5,
                    log=self.log)
 
     def resume(self) -> None:
-        self.signal_group(signal.SIGCONT)
+        self.signal_tree(signal.SIGCONT)
 
     def stop(self, timeout: float = 15) -> None:
         """Clean stop with the server's own shutdown signal; SIGKILL only past the deadline."""
@@ -186,12 +183,15 @@ class ServerProcess:
         self.kill()
 
     def kill(self) -> None:
-        """SIGKILL the whole group: a crash, with no chance to flush or say goodbye."""
+        """SIGKILL every process of the server at once: a crash, no chance to flush or say goodbye."""
         if self.pid is not None:
-            kill_group(self.pid)
-            # Children of the leader may outlive it for a moment; wait until the group is empty.
-            wait_until(lambda: not self.running() and not group_alive(self.pid), service=self.name,
-                       expected="every process of the group to exit after SIGKILL", timeout=10, log=self.log)
+            pids = kill_tree(self.pid)
+            if self._popen is not None:
+                self._popen.wait(10)
+            # A backend that outlived its postmaster would keep the shared memory busy
+            # and stop the next start: wait until every one of them is gone.
+            wait_until(lambda: not alive(pids), service=self.name,
+                       expected="every process of the server to exit after SIGKILL", timeout=10, log=self.log)
         self._forget()
 
     def _forget(self) -> None:

@@ -1,0 +1,63 @@
+"""etcd as a local process: Patroni's consensus store, one member (a lab, not production).
+
+The v2 API is enabled because Debian's Patroni uses it (see config.DCS_API).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from dataclasses import dataclass
+
+import requests
+
+from ..errors import LabError
+from ..local.process import ServerProcess, ServerUser
+from ..rundir import RunDir
+from ..topology import Endpoint
+from ..waits import wait_until
+
+
+@dataclass
+class EtcdNode:
+    name: str
+    client: Endpoint
+    peer: Endpoint
+    run_dir: RunDir
+    user: ServerUser
+
+    def __post_init__(self) -> None:
+        binary = shutil.which("etcd") or "/usr/bin/etcd"
+        self.dir = self.run_dir.service_dir(self.name)
+        self.log = self.dir / "etcd.log"
+        self.log.touch()
+        self.user.own(self.dir)
+        client_url, peer_url = f"http://{self.client}", f"http://{self.peer}"
+        self.process = ServerProcess(
+            name=self.name, cwd=self.dir, log=self.log, user=self.user, run_dir=self.run_dir,
+            stop_signal=signal.SIGTERM,
+            args=[binary, "--name", self.name, "--data-dir", str(self.dir / "data"),
+                  "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
+                  "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+                  "--initial-cluster", f"{self.name}={peer_url}", "--initial-cluster-state", "new",
+                  "--initial-cluster-token", self.run_dir.run_id, "--enable-v2=true"],
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.client}"
+
+    def start(self, timeout: float = 20) -> None:
+        self.process.start()
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        def healthy() -> bool:
+            if not self.process.running():
+                raise LabError(self.name, "etcd to start", self.log, "the process exited")
+            return requests.get(f"{self.url}/health", timeout=1).json().get("health") == "true"
+        wait_until(healthy, service=self.name, expected=f"GET /health to say healthy on {self.client}",
+                   timeout=timeout, log=self.log)
+
+    def version(self) -> str:
+        return requests.get(f"{self.url}/version", timeout=2).json().get("etcdserver", "")

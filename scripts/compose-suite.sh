@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The TP's scenarios (parts A to F) on the compose backend, as CI runs them.
+#
+#   scripts/compose-suite.sh [pytest args...]
+#
+# CHAOSLAB_IMAGES=local (the default) builds local stand-ins for the official images
+# (scripts/build-local-images.sh: for machines that reach no container registry);
+# CHAOSLAB_IMAGES=official uses postgres:16, redis:7 and haproxy:2.9 as they are on the
+# engine (pull them first: docker compose --env-file .env.example pull).
+# The engine is started if none answers (scripts/docker-engine.sh). Results go to
+# reports/junit-compose.xml and reports/results-compose.json, beside the local suite's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+images=${CHAOSLAB_IMAGES:-local}
+elapsed() { echo "$(( $(date +%s) - $1 ))s"; }
+
+scripts/setup.sh
+if [ "$images" = local ]; then
+  scripts/docker-engine.sh install
+fi
+# An engine this script starts is stopped again at the end: a run leaves nothing running.
+if ! scripts/docker-engine.sh status 2>/dev/null; then
+  trap 'scripts/docker-engine.sh stop' EXIT
+fi
+scripts/docker-engine.sh start
+
+if [ "$images" = local ]; then
+  started=$(date +%s)
+  scripts/build-local-images.sh
+  echo "[compose-suite] local images ready in $(elapsed "$started")"
+  set -a
+  # shellcheck disable=SC1091  # plain VAR=value lines
+  . docker/local-images.env
+  set +a
+fi
+
+# The compose file itself must validate, with the example credentials.
+compose=(docker compose)
+docker compose version >/dev/null 2>&1 || compose=(docker-compose)
+"${compose[@]}" --env-file .env.example -f docker-compose.yml config -q
+"${compose[@]}" --env-file .env.example -f docker-compose.yml --profile api config -q
+
+started=$(date +%s)
+status=0
+.venv/bin/python -m pytest --backend compose \
+  -m "setup or replication or haproxy or cache or resilience or failover" \
+  --junitxml=reports/junit-compose.xml --results-file=reports/results-compose.json "$@" || status=$?
+echo "[compose-suite] scenarios on the compose backend: exit $status in $(elapsed "$started")"
+exit "$status"
