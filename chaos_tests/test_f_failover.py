@@ -125,7 +125,7 @@ def test_primary_failover(lab, api, measure, request, fault, switch):
     # After SIGKILL with asynchronous replication the count is measured and reported, not asserted.
 
 
-@pytest.mark.parametrize("promote", ["pg_ctl", "sql"])
+@pytest.mark.parametrize("promote", ["pg_ctl", "sql"], ids=["sync-pg_ctl", "sync-sql"])
 def test_synchronous_replication_loses_nothing_after_sigkill(lab, api, measure, request, promote):
     lost = _run_failover(lab, api, measure, request, fault="kill", switch="runtime_api", promote=promote,
                          synchronous=True)
