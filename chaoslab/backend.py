@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis as redis_client
 
-from . import haproxy_config, pg
+from . import haproxy_config, pg, redis_probe
 from .errors import LabError
 from .redis_ha import RedisHA
 from .topology import DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES, Credentials, Endpoint
@@ -312,9 +312,7 @@ class Cluster(abc.ABC):
         return pg.conninfo(self.endpoint(service), self.creds, role=role)
 
     def redis(self) -> redis_client.Redis:
-        endpoint = self.endpoint(REDIS)
-        return redis_client.Redis(host=endpoint.host, port=endpoint.port, socket_timeout=2,
-                                  socket_connect_timeout=2, decode_responses=True)
+        return redis_probe.client(self.endpoint(REDIS), timeout=2)
 
     def versions(self) -> dict[str, str]:
         versions = {"postgresql": pg.server_version(self.endpoint(PRIMARY), self.creds),

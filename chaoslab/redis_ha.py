@@ -12,6 +12,7 @@ from pathlib import Path
 
 import redis as redis_client
 
+from . import redis_probe
 from .topology import Endpoint
 from .waits import wait_until
 
@@ -22,8 +23,7 @@ SENTINEL_TIMINGS = {"down_after_ms": 1000, "failover_timeout_ms": 5000}
 
 
 def _client(endpoint: Endpoint) -> redis_client.Redis:
-    return redis_client.Redis(host=endpoint.host, port=endpoint.port, socket_timeout=1, socket_connect_timeout=1,
-                              decode_responses=True)
+    return redis_probe.client(endpoint)
 
 
 class RedisHA(abc.ABC):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from tenacity import RetryError, Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_fixed
+from tenacity import RetryError, Retrying, retry_if_exception, retry_if_result, stop_after_delay, wait_fixed
 
 from .errors import LabError
 
@@ -23,13 +23,16 @@ def wait_until(
 ) -> T:
     """Call ``probe`` until it returns a truthy value without raising; return that value.
 
-    Exceptions raised by the probe count as "not yet". When the deadline passes,
-    a LabError names the service, the expectation and the log, with the last error seen.
+    Exceptions raised by the probe count as "not yet", except a LabError: a probe
+    raises one when waiting longer cannot help (the server exited), and it ends the
+    wait at once. When the deadline passes, a LabError names the service, the
+    expectation and the log, with the last error seen.
     """
     retrying = Retrying(
         stop=stop_after_delay(timeout),
         wait=wait_fixed(interval),
-        retry=retry_if_exception_type(Exception) | retry_if_result(lambda value: not value),
+        retry=retry_if_exception(lambda error: not isinstance(error, LabError))
+        | retry_if_result(lambda value: not value),
     )
     try:
         return retrying(probe)

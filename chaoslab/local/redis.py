@@ -6,8 +6,7 @@ import signal
 import shutil
 from dataclasses import dataclass
 
-import redis as redis_client
-
+from .. import redis_probe
 from ..errors import LabError
 from ..rundir import RunDir
 from ..topology import Endpoint
@@ -53,7 +52,7 @@ class RedisNode:
         def pong() -> bool:
             if not self.process.running():
                 raise LabError(self.name, "redis-server to start", self.log, "the server exited")
-            client = redis_client.Redis(host=self.endpoint.host, port=self.endpoint.port, socket_timeout=0.5)
+            client = redis_probe.client(self.endpoint, timeout=0.5)
             try:
                 return client.ping()
             finally:

@@ -10,8 +10,7 @@ import shutil
 import signal
 from dataclasses import dataclass
 
-import redis as redis_client
-
+from .. import redis_probe
 from ..errors import LabError
 from ..redis_ha import MASTER_NAME, SENTINEL_TIMINGS, RedisHA
 from ..rundir import RunDir
@@ -60,7 +59,7 @@ class SentinelNode:
         def answers() -> bool:
             if not self.process.running():
                 raise LabError(self.name, "redis-sentinel to start", self.log, "the process exited")
-            client = redis_client.Redis(host=self.endpoint.host, port=self.endpoint.port, socket_timeout=0.5)
+            client = redis_probe.client(self.endpoint, timeout=0.5)
             try:
                 return client.ping()
             finally:

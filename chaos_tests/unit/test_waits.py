@@ -1,0 +1,34 @@
+"""The harness' one way to wait: a deadline, and a message that says what and where."""
+
+import time
+
+import pytest
+
+from chaoslab.errors import LabError
+from chaoslab.waits import wait_until
+
+
+def test_returns_the_first_truthy_answer():
+    answers = iter([None, 0, "ready"])
+    assert wait_until(lambda: next(answers), service="redis", expected="PONG", timeout=5, interval=0) == "ready"
+
+
+def test_a_deadline_names_service_expectation_log_and_last_error():
+    def refuse():
+        raise ConnectionRefusedError("connection refused")
+    with pytest.raises(LabError) as failure:
+        wait_until(refuse, service="db-replica", expected="to answer SELECT 1", timeout=0.2, interval=0.01,
+                   log="/tmp/x/postgres.log")
+    message = str(failure.value)
+    assert message.startswith("db-replica: expected to answer SELECT 1 but it was still not so after 0.2s")
+    assert "ConnectionRefusedError: connection refused" in message
+    assert message.endswith("(log: /tmp/x/postgres.log)")
+
+
+def test_a_lab_error_from_the_probe_ends_the_wait_at_once():
+    def exited():
+        raise LabError("redis", "redis-server to start", cause="the server exited")
+    started = time.monotonic()
+    with pytest.raises(LabError, match="the server exited"):
+        wait_until(exited, service="redis", expected="PONG", timeout=30, interval=0.01)
+    assert time.monotonic() - started < 5
