@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import requests
 
-from chaoslab import api_client, pg
+from chaoslab import api_client, checkers, pg
 from chaoslab.checkers import percentile
 from chaoslab.topology import PRIMARY, REDIS, REPLICA
 from chaoslab.waits import wait_until
@@ -57,21 +57,17 @@ def test_redis_outage_keeps_the_api_answering(lab, api, measure, fault):
         assert load.join(timeout=20), "the read load did not stop by itself within its bounds"
     fault_at = load.history.event_time("fault")
 
-    pairs = load.history.pairs()
-    completions = [done for _, done in pairs]
-    server_errors = [op for op in completions if op.type != "ok"]
-    wrong = [(invoke.value, done.result) for invoke, done in pairs
-             if done.type == "ok" and done.result != products[invoke.value]]
+    reads = checkers.check_reads(load.history, products)
     # The breaker opens after a few failures (within 0.5 s even when each pays the
     # timeout); the rest of the run shows its effect.
     breaker_p50 = percentile(_read_latencies_ms(load.history, after=fault_at + 1.0), 50)
     redis_timeout_ms = api.effective_settings().redis_timeout_ms
-    measure("responses_total", len(completions))
-    measure("responses_5xx", len(server_errors))
+    measure("responses_total", reads.total)
+    measure("responses_5xx", len(reads.failed))
     measure("p50_ms_no_cache", round(no_cache_p50, 3), "ms")
     measure("p50_ms_breaker_open", round(breaker_p50, 3), "ms")
-    assert server_errors == [], f"reads failed during the Redis outage: {server_errors[:5]}"
-    assert wrong == [], f"reads returned wrong values: {wrong[:5]}"
+    assert reads.failed == [], f"reads failed during the Redis outage: {reads.failed[:5]}"
+    assert reads.wrong == [], f"reads returned wrong values: {reads.wrong[:5]}"
     assert breaker_p50 < redis_timeout_ms, (
         f"with the breaker open, reads should not pay Redis' {redis_timeout_ms} ms timeout (p50 {breaker_p50:.1f} ms)")
     health = requests.get(f"{api.base_url}/health", timeout=5).json()

@@ -13,7 +13,7 @@ nor an anomaly whichever way the database says.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -278,3 +278,25 @@ def _latency_stats(values: list[float]) -> dict[str, float | int | None]:
         "p95": rounded(percentile(values, 95)),
         "max": rounded(max(values)) if values else None,
     }
+
+
+@dataclass(frozen=True)
+class ReadsResult:
+    """Reads of known, unchanging products: did each one answer, and answer right?"""
+
+    total: int
+    failed: list[Op]                     # fail or unknown: an error or no answer
+    wrong: list[tuple[Any, Any]]         # (id, what came back) where the name differs
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.wrong
+
+
+def check_reads(history: History, expected_names: Mapping[Any, str]) -> ReadsResult:
+    """Every completed read against the names the products were created with."""
+    pairs = [(invoke, done) for invoke, done in history.pairs() if invoke.f == "read"]
+    failed = [done for _, done in pairs if done.type != "ok"]
+    wrong = [(invoke.value, done.result) for invoke, done in pairs
+             if done.type == "ok" and done.result != expected_names.get(invoke.value)]
+    return ReadsResult(total=len(pairs), failed=failed, wrong=wrong)

@@ -315,3 +315,21 @@ def test_summarize_counts_and_latencies_per_f_and_type() -> None:
     assert summary["duration"] == 9.0
     assert summary["events"] == [{"name": "fault", "time": 4.0}]
     json.dumps(summary)
+
+
+def test_check_reads_counts_failed_and_wrong_reads():
+    from chaoslab.checkers import check_reads
+    history = History(start=0.0)
+    history.invoke(0, "read", 1, at=0.1)
+    history.complete(0, "ok", result="a", at=0.2)
+    history.invoke(0, "read", 2, at=0.3)
+    history.complete(0, "ok", result="not-b", at=0.4)
+    history.invoke(1, "read", 1, at=0.3)
+    history.complete(1, "fail", error="HTTP 500", at=0.5)
+    history.invoke(1, "read", 2, at=0.6)
+    history.complete(1, "unknown", error="timeout", at=2.6)
+    result = check_reads(history, {1: "a", 2: "b"})
+    assert result.total == 4
+    assert [op.error for op in result.failed] == ["HTTP 500", "timeout"]
+    assert result.wrong == [(2, "not-b")]
+    assert not result.ok
