@@ -59,9 +59,9 @@ class CircuitBreaker:
 
     def allow_request(self) -> bool:
         """Say whether a call may go to the dependency now; a True may be the probe."""
-        now = self._clock()
         if self._state is BreakerState.CLOSED:
-            return True
+            return True  # the hot path: no clock read
+        now = self._clock()
         if self._state is BreakerState.OPEN:
             if now - self._opened_at < self.reset_timeout:
                 return False
@@ -77,6 +77,8 @@ class CircuitBreaker:
         return True
 
     def record_success(self) -> None:
+        if self._state is BreakerState.CLOSED and not self._failures:
+            return  # the hot path: nothing to reset
         self._failures = 0
         self._probe_started_at = None
         if self._state is not BreakerState.CLOSED:

@@ -40,6 +40,8 @@ async def health_report(
             "stale_fill_guard": settings.stale_fill_guard,
             "cache_enabled": settings.cache_enabled,
             "cache_ttl_seconds": settings.cache_ttl_seconds,
+            "stampede_protection": settings.stampede_protection,
+            "redis_client": settings.redis_client,
         },
     }
 

@@ -4,6 +4,7 @@ process (tests) do not clash on the global registry."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -11,6 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.breaker import BreakerState
 
 CACHE_RESULTS = ("hit", "miss", "error", "bypass")
+STAMPEDE_EVENTS = ("joined", "lock_acquired", "lock_waited", "served_after_wait", "wait_expired",
+                   "early_refresh", "early_refresh_skipped")
 DB_ROLES = ("primary", "replica")
 DEPENDENCIES = ("redis", "replica", "primary")
 UNMATCHED_ROUTE = "<unmatched>"
@@ -55,6 +58,16 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.stampede_events = Counter(
+            "stampede_events_total",
+            "Anti-stampede events on cache misses and hits: joined (a request shared a load already under way "
+            "in this process), lock_acquired (this process loads for every process), lock_waited (another "
+            "process held the load lock), served_after_wait (the value it loaded was served), wait_expired "
+            "(gave up waiting and loaded anyway), early_refresh (XFetch refreshed a value before it expired), "
+            "early_refresh_skipped (another process was already loading it).",
+            ["event"],
+            registry=r,
+        )
         self.dependency_failures = Counter(
             "dependency_failures_total",
             "Calls to a dependency that failed (error or timeout); breaker refusals are not counted.",
@@ -85,6 +98,8 @@ class Metrics:
             self.cache_requests.labels(result)
         for role in DB_ROLES:
             self.db_queries.labels(role)
+        for event in STAMPEDE_EVENTS:
+            self.stampede_events.labels(event)
         for dependency in DEPENDENCIES:
             self.breaker_state.labels(dependency).set(BreakerState.CLOSED)
             self.dependency_failures.labels(dependency)
@@ -103,6 +118,10 @@ class RequestMetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Label children by (method, route) and (method, route, status): labels()
+        # takes a lock and builds a tuple on every call; these few are reused.
+        self._durations: dict[tuple[str, str], Any] = {}
+        self._counts: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,5 +141,13 @@ class RequestMetricsMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED_ROUTE
             method = scope["method"]
-            self.metrics.http_duration.labels(method, route).observe(time.perf_counter() - started)
-            self.metrics.http_requests.labels(method, route, str(status)).inc()
+            key = (method, route)
+            duration = self._durations.get(key)
+            if duration is None:
+                duration = self._durations[key] = self.metrics.http_duration.labels(method, route)
+            duration.observe(time.perf_counter() - started)
+            count_key = (method, route, status)
+            count = self._counts.get(count_key)
+            if count is None:
+                count = self._counts[count_key] = self.metrics.http_requests.labels(method, route, str(status))
+            count.inc()

@@ -43,8 +43,9 @@ def _error_response(description: str, *, retry_after: bool = False) -> dict[str,
 
 _READ_PATH_HEADERS = {
     "X-Cache": {
-        "description": "hit: served by Redis; miss: read from a database, then cached; "
-        "bypass: cache disabled, breaker open or Redis failing.",
+        "description": "hit: served by Redis (with stampede protection, possibly after waiting for "
+        "another process's load); miss: read from a database, by this request or by the one whose load "
+        "it shared, then cached; bypass: cache disabled, breaker open or Redis failing.",
         "schema": {"type": "string", "enum": ["hit", "miss", "bypass"]},
     },
     "X-DB-Node": {

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 ReplicaDownPolicy = Literal["fallback", "error"]
+RedisClient = Literal["lean", "redis-py"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -47,6 +48,18 @@ class Settings:
     db_breaker_reset_seconds: float = 1.0
     redis_breaker_reset_seconds: float = 2.0
     health_timeout_s: float = 1.0
+    # lean: one multiplexed connection (service.redis_wire); redis-py: its pooled client.
+    redis_client: RedisClient = "lean"
+    # Anti-stampede: single flight (in-process, and across processes through a
+    # Redis lock) and XFetch early refresh. Off: the brief's plain cache-aside.
+    stampede_protection: bool = True
+    # The load lock outlives one database attempt (DB_ATTEMPT_TIMEOUT_S), so a live
+    # holder normally finishes first; a dead one delays the others by at most this.
+    stampede_lock_ttl_ms: int = 3000
+    # How often a request waiting for another process's load looks at the cache.
+    stampede_poll_ms: int = 10
+    # XFetch's beta: > 1 refreshes earlier, 0 never early (the lock still applies).
+    xfetch_beta: float = 1.0
 
     @property
     def redis_timeout_s(self) -> float:
@@ -85,6 +98,11 @@ class Settings:
                 "REDIS_BREAKER_RESET_SECONDS", 2.0 if breaker_reset is None else breaker_reset, minimum=0.0
             ),
             health_timeout_s=env.number("HEALTH_TIMEOUT_S", 1.0, minimum=0.01),
+            redis_client=env.choice("REDIS_CLIENT", "lean", ("lean", "redis-py")),
+            stampede_protection=env.boolean("STAMPEDE_PROTECTION", True),
+            stampede_lock_ttl_ms=env.integer("STAMPEDE_LOCK_TTL_MS", 3000, minimum=1),
+            stampede_poll_ms=env.integer("STAMPEDE_POLL_MS", 10, minimum=1),
+            xfetch_beta=env.number("XFETCH_BETA", 1.0, minimum=0.0),
         )._checked()
 
     def _checked(self) -> Settings:
