@@ -41,7 +41,7 @@ async def health_report(
             "cache_enabled": settings.cache_enabled,
             "cache_ttl_seconds": settings.cache_ttl_seconds,
             "stampede_protection": settings.stampede_protection,
-            "redis_client": settings.redis_client,
+            "redis_client": "redis-py (sentinel)" if settings.redis_sentinels else settings.redis_client,
         },
     }
 

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 import redis.asyncio as redis
+from redis.asyncio.sentinel import Sentinel
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
@@ -43,12 +44,25 @@ class RedisStore(Protocol):
 
 def open_store(settings: Settings) -> RedisStore:
     """Made inside the running loop (the clients bind to it); connects on first use."""
+    if settings.redis_sentinels:
+        return RedisPyStore(settings, client=_sentinel_master(settings))
     if settings.redis_client == "lean":
         if settings.redis_url.startswith("redis://"):
             return LeanRedis(settings.redis_url, timeout=settings.redis_timeout_s,
                              connect_timeout=settings.redis_timeout_s)
         logger.warning("REDIS_URL is not redis://: the cache uses redis-py instead of the lean client")
     return RedisPyStore(settings)
+
+
+def _sentinel_master(settings: Settings) -> redis.Redis:
+    """A client that asks the Sentinels where the master is on every new connection.
+
+    After a failover the old connections fail (timeout or refused), the breaker
+    opens, and its half-open probe opens a new connection: to the new master.
+    """
+    timeouts = {"socket_timeout": settings.redis_timeout_s, "socket_connect_timeout": settings.redis_timeout_s}
+    sentinel = Sentinel(list(settings.redis_sentinels), sentinel_kwargs=dict(timeouts), **timeouts)
+    return sentinel.master_for(settings.redis_sentinel_master, retry=Retry(NoBackoff(), 0), **timeouts)
 
 
 class RedisPyStore:

@@ -50,6 +50,10 @@ class Settings:
     health_timeout_s: float = 1.0
     # lean: one multiplexed connection (service.redis_wire); redis-py: its pooled client.
     redis_client: RedisClient = "lean"
+    # Redis HA (bonus): with Sentinels, the master is found through them (redis-py's
+    # Sentinel support) and REDIS_URL is not used.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "lab"
     # Anti-stampede: single flight (in-process, and across processes through a
     # Redis lock) and XFetch early refresh. Off: the brief's plain cache-aside.
     stampede_protection: bool = True
@@ -99,6 +103,8 @@ class Settings:
             ),
             health_timeout_s=env.number("HEALTH_TIMEOUT_S", 1.0, minimum=0.01),
             redis_client=env.choice("REDIS_CLIENT", "lean", ("lean", "redis-py")),
+            redis_sentinels=env.addresses("REDIS_SENTINELS"),
+            redis_sentinel_master=env.text("REDIS_SENTINEL_MASTER", "lab"),
             stampede_protection=env.boolean("STAMPEDE_PROTECTION", True),
             stampede_lock_ttl_ms=env.integer("STAMPEDE_LOCK_TTL_MS", 3000, minimum=1),
             stampede_poll_ms=env.integer("STAMPEDE_POLL_MS", 10, minimum=1),
@@ -160,6 +166,23 @@ class _Env:
         if not math.isfinite(number) or number < minimum:
             raise SettingsError(f"{name} must be a finite number >= {minimum}; got {value!r}")
         return number
+
+    def text(self, name: str, default: str) -> str:
+        value = self._raw(name)
+        return default if value is None else value
+
+    def addresses(self, name: str) -> tuple[tuple[str, int], ...]:
+        """``host:port,host:port``; empty when unset."""
+        value = self._raw(name)
+        if value is None:
+            return ()
+        parsed = []
+        for item in value.split(","):
+            host, _, port = item.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise SettingsError(f"{name} must be a comma-separated list of host:port; got {item.strip()!r}")
+            parsed.append((host, int(port)))
+        return tuple(parsed)
 
     def choice(self, name: str, default: str, allowed: tuple[str, ...]):
         value = self._raw(name)

@@ -69,3 +69,14 @@ def test_connect_timeout_is_whole_seconds_as_libpq_wants():
 
 def test_guard_needs_the_cache():
     assert not Settings.from_env({**REQUIRED, "CACHE_ENABLED": "false"}).tracks_write_lsn
+
+
+def test_redis_sentinels_are_parsed_and_checked():
+    base = {"DB_WRITE_DSN": "x", "DB_READ_DSN": "y", "REDIS_URL": "redis://127.0.0.1:1/0"}
+    settings = Settings.from_env({**base, "REDIS_SENTINELS": "127.0.0.1:26379, 127.0.0.1:26380",
+                                  "REDIS_SENTINEL_MASTER": "cache"})
+    assert settings.redis_sentinels == (("127.0.0.1", 26379), ("127.0.0.1", 26380))
+    assert settings.redis_sentinel_master == "cache"
+    assert Settings.from_env(base).redis_sentinels == ()
+    with pytest.raises(SettingsError, match="REDIS_SENTINELS"):
+        Settings.from_env({**base, "REDIS_SENTINELS": "127.0.0.1"})
