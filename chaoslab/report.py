@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from chaoslab import plots
 from chaoslab.grading import NOT_RUN, compute_grade, format_points
-from chaoslab.results import attachment, find_tests, load_results, value
+from chaoslab.results import attachment, find_tests, first_value, load_results, value
 
 MISSING = "non mesuré dans cette exécution"
 MISSING_CELL = "non mesuré"
@@ -567,11 +567,48 @@ def section_questions(ctx: _Context) -> str:
     )
 
 
+def section_bonuses(ctx: _Context) -> str:
+    """Anti cache-stampede and Redis Sentinel figures (Patroni's are in the failover table)."""
+    lines = ["## 9. Bonus", ""]
+    stampede = find_tests(ctx.results, "stampede")
+    rows = []
+    for name, what in (
+        ("db_reads_cold_key_protection_off", "clé froide, GET concurrents, sans protection : lectures SQL"),
+        ("db_reads_cold_key_protection_on", "clé froide, GET concurrents, avec protection : lectures SQL"),
+        ("db_reads_cold_key_two_processes", "clé froide, deux processus API : lectures SQL"),
+        ("max_db_reads_per_100ms_protection_off", "clé chaude à l'expiration, sans protection : max de lectures SQL / 100 ms"),
+        ("max_db_reads_per_100ms_protection_on", "clé chaude à l'expiration, avec protection : max de lectures SQL / 100 ms"),
+    ):
+        found = first_value(stampede, name)
+        if found is not None:
+            rows.append((what, cell(found)))
+    concurrent = first_value(stampede, "concurrent_gets")
+    if rows:
+        lines += [f"Anti cache-stampede (single flight + verrou Redis + XFetch ; {cell(concurrent)} GET concurrents) :",
+                  "", md_table(("Mesure", "Valeur"), rows)]
+    else:
+        lines.append(f"Anti cache-stampede : {MISSING}.")
+    sentinel_rows = [
+        (f"`{value(test, 'fault') or label(test)}`", cell(value(test, "sentinel_promotion_s"), "s"),
+         cell(value(test, "cache_hits_resume_s"), "s"),
+         f"{cell(value(test, 'responses_5xx'))} / {cell(value(test, 'responses_total'))}", outcome_fr(test))
+        for test in find_tests(ctx.results, "sentinel") if value(test, "sentinel_promotion_s") is not None
+    ]
+    lines.append("")
+    if sentinel_rows:
+        lines += ["Redis Sentinel (maître tué ou gelé sous charge) :", "",
+                  md_table(("Panne du maître", "Promotion par Sentinel", "Retour des hits du cache",
+                            "Réponses en échec / total", "Verdict"), sentinel_rows)]
+    else:
+        lines.append(f"Redis Sentinel : {MISSING}.")
+    return "\n".join(lines)
+
+
 def section_grade(ctx: _Context) -> str:
     grade = compute_grade(ctx.results.get("tests", []))
     return "\n".join(
         [
-            "## 9. Barème indicatif /20",
+            "## 10. Barème indicatif /20",
             "",
             "Points d'un critère = poids × tests réussis / tests exécutés portant son marqueur "
             "(échec, erreur et test ignoré valent 0). Bonus à part, hors /20.",
@@ -601,6 +638,7 @@ def render_report(
         section_failover(ctx),
         section_manual_auto(ctx),
         section_questions(ctx),
+        section_bonuses(ctx),
         section_grade(ctx),
     ]
     if ctx.notes:

@@ -293,3 +293,21 @@ def test_plugin_collect_only_writes_nothing(pytester: pytest.Pytester):
     pytester.makepyfile(test_one="def test_ok():\n    pass\n")
     pytester.runpytest("--collect-only")
     assert not (pytester.path / "reports" / "results.json").exists()
+
+
+def test_report_shows_the_bonus_figures(tmp_path: Path):
+    results = {"run": {}, "tests": [
+        _test("chaos_tests/test_stampede.py::test_cold_key[on]", ["stampede"], param_id="on",
+              concurrent_gets=150, db_reads_cold_key_protection_on=1),
+        _test("chaos_tests/test_stampede.py::test_cold_key[off]", ["stampede"], param_id="off",
+              concurrent_gets=150, db_reads_cold_key_protection_off=137),
+        _test("chaos_tests/test_sentinel.py::test_master_failover_under_load[kill]", ["sentinel"], param_id="kill",
+              fault="kill", sentinel_promotion_s=2.33, cache_hits_resume_s=4.11, responses_5xx=0,
+              responses_total=1548),
+    ]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    text = report.write_report(path, tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "| clé froide, GET concurrents, avec protection : lectures SQL | 1 |" in text
+    assert "| clé froide, GET concurrents, sans protection : lectures SQL | 137 |" in text
+    assert "| `kill` | 2,33 s | 4,11 s | 0 / 1548 | réussi |" in text
