@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from chaoslab.api_server import ApiServer
-from chaoslab.backends import BACKENDS, create_cluster
+from chaoslab.backends import BACKENDS, create_cluster, create_patroni_cluster
 from chaoslab.errors import LabError
 
 pytest_plugins = ["chaoslab.pytest_plugin"]
@@ -94,3 +94,56 @@ def redis_ha(lab, redis_ha_group):
     """The Sentinel group with every node up, one agreed master and no data."""
     redis_ha_group.restore_baseline()
     return redis_ha_group
+
+
+# -- the Patroni bonus topology (etcd + two Patroni nodes + HAProxy + Redis) -------------------
+@pytest.fixture(scope="session")
+def patroni_cluster(request: pytest.FixtureRequest):
+    """The Patroni stack on the chosen backend, started once, only if a patroni test runs."""
+    lab = create_patroni_cluster(request.config.getoption("--backend"))
+    try:
+        lab.start()
+    except LabError as exc:
+        pytest.fail(f"the Patroni lab could not start: {exc}", pytrace=False)
+    from chaoslab.pytest_plugin import set_version
+
+    try:
+        versions = lab.versions()
+        for component in ("patroni", "etcd"):
+            set_version(request.config, component, versions.get(component, "?"))
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture(scope="session")
+def patroni_api_server(patroni_cluster):
+    """The unchanged API, its write DSN on HAProxy's /primary frontend, reads on /replica."""
+    server = ApiServer(patroni_cluster)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(params=[False, True], ids=["async", "sync"])
+def synchronous(request) -> bool:
+    return request.param
+
+
+@pytest.fixture
+def patroni_lab(patroni_cluster, synchronous):
+    try:
+        patroni_cluster.restore_baseline(synchronous=synchronous)
+    except LabError as exc:
+        pytest.fail(f"the Patroni lab could not be restored to its baseline: {exc}", pytrace=False)
+    return patroni_cluster
+
+
+@pytest.fixture
+def patroni_api(patroni_lab, patroni_api_server):
+    try:
+        patroni_api_server.ensure()
+    except LabError as exc:
+        pytest.fail(f"the API could not start: {exc}", pytrace=False)
+    return patroni_api_server

@@ -32,11 +32,8 @@ import pytest
 import requests
 
 from chaoslab import checkers, pg, rundir
-from chaoslab.api_server import ApiServer
-from chaoslab.errors import LabError
-from chaoslab.patroni import LAB_TIMINGS, PatroniCluster
+from chaoslab.patroni import LAB_TIMINGS
 from chaoslab.patroni.cluster import WRITE_BACKEND
-from chaoslab.pytest_plugin import set_version
 from chaoslab.topology import HAPROXY
 from chaoslab.waits import wait_until
 from chaoslab.workload import Workload
@@ -56,57 +53,6 @@ DEMOTE_AFTER_RESUME_S = LAB_TIMINGS.loop_wait + LAB_TIMINGS.retry_timeout + 2
 # How long HAProxy may still list a node that Patroni already stopped calling primary:
 # one check interval plus the check timeout (haproxy-patroni.cfg), and a margin.
 HAPROXY_FOLLOWS_S = 0.5 + 1.0 + 0.5
-
-
-# -- fixtures ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def patroni_cluster(request):
-    """etcd + two Patroni nodes + HAProxy + Redis, started once, only if a patroni test runs."""
-    lab = PatroniCluster()
-    try:
-        lab.start()
-    except LabError as exc:
-        pytest.fail(f"the Patroni lab could not start: {exc}", pytrace=False)
-    try:
-        versions = lab.versions()
-        for component in ("patroni", "etcd"):
-            set_version(request.config, component, versions.get(component, "?"))
-        yield lab
-    finally:
-        lab.close()
-
-
-@pytest.fixture(scope="session")
-def patroni_api_server(patroni_cluster):
-    """The unchanged API, its write DSN on HAProxy's /primary frontend, reads on /replica."""
-    server = ApiServer(patroni_cluster)
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture(params=[False, True], ids=["async", "sync"])
-def synchronous(request) -> bool:
-    return request.param
-
-
-@pytest.fixture
-def patroni_lab(patroni_cluster, synchronous):
-    try:
-        patroni_cluster.restore_baseline(synchronous=synchronous)
-    except LabError as exc:
-        pytest.fail(f"the Patroni lab could not be restored to its baseline: {exc}", pytrace=False)
-    return patroni_cluster
-
-
-@pytest.fixture
-def patroni_api(patroni_lab, patroni_api_server):
-    try:
-        patroni_api_server.ensure()
-    except LabError as exc:
-        pytest.fail(f"the API could not start: {exc}", pytrace=False)
-    return patroni_api_server
 
 
 # -- observers that run beside the workload ------------------------------------------------------------

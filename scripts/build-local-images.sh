@@ -8,10 +8,12 @@
 #   chaoslab-local/redis:7       for redis:7       (Debian's Redis 7.0)
 #   chaoslab-local/haproxy:2.6   for haproxy:2.9   (Debian's HAProxy 2.6, master-worker)
 #   chaoslab-local/python:3.11   for python:3.11-slim (for the API image)
+#   chaoslab-local/etcd:3.4      for gcr.io/etcd-development/etcd:v3.5.17 (Debian's etcd 3.4; Patroni bonus)
+#   chaoslab-local/patroni:3.0.2 docker/patroni/Dockerfile on the postgres stand-in (Debian's Patroni 3.0.2)
 #   chaoslab-local/api:latest    the API (service/Dockerfile), its wheels fetched here by pip
 #
 # Use them with:  set -a; . docker/local-images.env; set +a
-# (POSTGRES_IMAGE, REDIS_IMAGE, HAPROXY_IMAGE, API_IMAGE, PYTHON_IMAGE).
+# (POSTGRES_IMAGE, REDIS_IMAGE, HAPROXY_IMAGE, API_IMAGE, PYTHON_IMAGE, ETCD_IMAGE, PATRONI_IMAGE).
 #
 # The root filesystem is cached (CHAOSLAB_IMAGE_CACHE, default /var/cache/chaoslab-images)
 # and the images are labelled with a hash of their inputs: a second run rebuilds nothing.
@@ -21,7 +23,8 @@ cd "$(dirname "$0")/.."
 repo=$(pwd)
 
 SUITE=bookworm
-PACKAGES="postgresql-15 redis-server haproxy gosu socat procps python3 python3-venv"
+# patroni, python3-etcd (its etcd v2 client), etcd-server and etcd-client: the Patroni bonus.
+PACKAGES="postgresql-15 redis-server haproxy gosu socat procps python3 python3-venv patroni python3-etcd etcd-server etcd-client"
 CACHE=${CHAOSLAB_IMAGE_CACHE:-/var/cache/chaoslab-images}
 PREFIX=chaoslab-local
 log() { printf '[build-local-images] %s\n' "$*" >&2; }
@@ -108,8 +111,14 @@ fi
 # Each is rebuilt only when its directory (or the base) changed: its label says which inputs made it.
 build_image() {  # name tag [extra docker build args...]
   local name=$1 tag=$2; shift 2
-  local dir="docker/local-images/$name" image="$PREFIX/$name:$tag" inputs
-  inputs=$( (echo "$base_image"; tar -C "$dir" --sort=name --mtime=@0 --owner=0 --group=0 -cf - .) | sha256sum | cut -c1-16)
+  build_image_from "docker/local-images/$name" "$base_image" "$name" "$tag" "$@"
+}
+
+build_image_from() {  # dir base name tag [extra docker build args...]: base is what the Dockerfile starts from
+  local dir=$1 base=$2 name=$3 tag=$4; shift 4
+  local image="$PREFIX/$name:$tag" inputs
+  inputs=$( (docker image inspect -f '{{.Id}}' "$base"; tar -C "$dir" --sort=name --mtime=@0 --owner=0 --group=0 -cf - .) \
+            | sha256sum | cut -c1-16)
   if [ "$(docker image inspect -f '{{index .Config.Labels "chaoslab.inputs"}}' "$image" 2>/dev/null || true)" = "$inputs" ]; then
     log "$image is up to date"
     return
@@ -123,6 +132,10 @@ build_image postgres 15
 build_image redis 7
 build_image haproxy 2.6
 build_image python 3.11
+build_image etcd 3.4
+# The Patroni node is the official path's own Dockerfile, on the postgres stand-in (whose root
+# filesystem has Patroni already, so nothing is fetched inside the build).
+build_image_from docker/patroni "$PREFIX/postgres:15" patroni 3.0.2 --build-arg "POSTGRES_IMAGE=$PREFIX/postgres:15"
 
 # -- 3. the API image -----------------------------------------------------------------
 # No registry and no PyPI from inside a build container here: the wheels are fetched on

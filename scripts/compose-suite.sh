@@ -8,7 +8,9 @@
 # CHAOSLAB_IMAGES=official uses postgres:16, redis:7 and haproxy:2.9 as they are on the
 # engine (pull them first: docker compose --env-file .env.example pull).
 # The engine is started if none answers (scripts/docker-engine.sh). Results go to
-# reports/junit-compose.xml and reports/results-compose.json, beside the local suite's.
+# reports/junit-compose.xml and reports/results-compose.json, beside the local suite's;
+# the bonus topologies (Redis Sentinel, Patroni) run next, in a pytest of their own, to
+# reports/junit-compose-bonus.xml and reports/results-compose-bonus.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 images=${CHAOSLAB_IMAGES:-local}
@@ -39,6 +41,14 @@ compose=(docker compose)
 docker compose version >/dev/null 2>&1 || compose=(docker-compose)
 "${compose[@]}" --env-file .env.example -f docker-compose.yml config -q
 "${compose[@]}" --env-file .env.example -f docker-compose.yml --profile api config -q
+"${compose[@]}" --env-file .env.example -f docker-compose.yml --profile sentinel config -q
+"${compose[@]}" --env-file .env.example -f docker-compose.yml --profile patroni config -q
+if [ "$images" != local ]; then
+  # The Patroni image is the official postgres image plus Patroni (docker/patroni/Dockerfile).
+  started=$(date +%s)
+  "${compose[@]}" --env-file .env.example -f docker-compose.yml --profile patroni build pg-1
+  echo "[compose-suite] Patroni image built in $(elapsed "$started")"
+fi
 
 started=$(date +%s)
 status=0
@@ -46,4 +56,13 @@ status=0
   -m "setup or replication or haproxy or cache or resilience or failover" \
   --junitxml=reports/junit-compose.xml --results-file=reports/results-compose.json "$@" || status=$?
 echo "[compose-suite] scenarios on the compose backend: exit $status in $(elapsed "$started")"
+
+started=$(date +%s)
+bonus=0
+.venv/bin/python -m pytest --backend compose -m "sentinel or patroni" \
+  --junitxml=reports/junit-compose-bonus.xml --results-file=reports/results-compose-bonus.json "$@" || bonus=$?
+echo "[compose-suite] bonus topologies (Sentinel, Patroni) on the compose backend: exit $bonus in $(elapsed "$started")"
+# Arguments that select no bonus scenario (-k ...) are not a failure of this half (5: nothing collected).
+if [ "$bonus" -eq 5 ] && [ $# -gt 0 ]; then bonus=0; fi
+[ "$status" -ne 0 ] || status=$bonus
 exit "$status"

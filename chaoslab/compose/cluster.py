@@ -51,6 +51,30 @@ LOGS_DIR = rundir.RUN_ROOT / "compose-logs"
 KEEP_LOGS = 5
 
 
+def with_host_socket(rendered: str) -> str:
+    """A second runtime API socket, in the directory the run mounts, so the harness reaches it from here."""
+    extra = f"stats socket {SOCKET_DIR_IN_CONTAINER}/admin.sock mode 666 level admin"
+    rendered, count = re.subn(r"^(\s*)(stats socket \S+.*)$", rf"\1\2\n\1{extra}", rendered, count=1,
+                              flags=re.MULTILINE)
+    if count == 0:
+        rendered, count = re.subn(r"^global\s*$", f"global\n  {extra}", rendered, count=1, flags=re.MULTILINE)
+    if count == 0:
+        raise ValueError("this HAProxy config has no global section to add the runtime API socket to")
+    return rendered
+
+
+def runtime_api(socket_path: Path, line: str, timeout: float = 2.0) -> str:
+    """One command on an HAProxy runtime API socket, its whole answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(socket_path))
+        sock.sendall(line.encode() + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
 class ComposeCluster(Cluster):
     """The brief's stack in containers: docker-compose.yml under a project of its own."""
 
@@ -339,14 +363,7 @@ class ComposeCluster(Cluster):
             nodes={node: Endpoint(self.network.address(node), PG_PORT) for node in DB_NODES},
             write_bind=Endpoint("*", PG_PORT), read_bind=Endpoint("*", HAPROXY_READ[1]),
             socket_path=Path(haproxy_config.SOCKET_PATH))
-        rendered = haproxy_config.render(text, addresses)
-        extra = f"stats socket {SOCKET_DIR_IN_CONTAINER}/admin.sock mode 666 level admin"
-        rendered, count = re.subn(r"^(\s*)(stats socket \S+.*)$", rf"\1\2\n\1{extra}", rendered, count=1,
-                                  flags=re.MULTILINE)
-        if count == 0:
-            rendered, count = re.subn(r"^global\s*$", f"global\n  {extra}", rendered, count=1, flags=re.MULTILINE)
-        if count == 0:
-            raise ValueError("this HAProxy config has no global section to add the runtime API socket to")
+        rendered = with_host_socket(haproxy_config.render(text, addresses))
         with open(self.haproxy_config, "w") as handle:  # same inode: a file bind mount sees the change
             handle.write(rendered)
 
@@ -381,14 +398,7 @@ class ComposeCluster(Cluster):
         return ""
 
     def _runtime_api(self, line: str, timeout: float = 2.0) -> str:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(self.socket))
-            sock.sendall(line.encode() + b"\n")
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
+        return runtime_api(self.socket, line, timeout)
 
     def haproxy_command(self, line: str) -> str:
         try:
@@ -446,8 +456,11 @@ class ComposeCluster(Cluster):
 
     # -- bonus topologies ---------------------------------------------------------------------
     def redis_ha(self):
-        raise LabError("redis-sentinel", "a Redis Sentinel group on the compose backend",
-                       cause="this backend has none yet: run the sentinel scenarios with --backend local")
+        """The Sentinel group as services of this run's project (profile ``sentinel``); the caller starts it."""
+        if self.run_dir is None:
+            raise LabError("redis-sentinel", "the lab to be started before its Sentinel group")
+        from .sentinel import ComposeRedisHA
+        return ComposeRedisHA(self)
 
     # -- for people ------------------------------------------------------------------------------
     def describe(self) -> dict[str, dict]:

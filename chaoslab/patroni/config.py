@@ -85,20 +85,29 @@ class NodeAddresses:
     rest: Endpoint
 
 
-def node_config(name: str, *, addresses: NodeAddresses, etcd: Endpoint, data_dir: Path, bin_dir: Path,
+def node_config(name: str, *, addresses: NodeAddresses, etcd: Endpoint, data_dir: Path, bin_dir: Path | None,
                 socket_dir: Path, creds: Credentials, timings: Timings = LAB_TIMINGS,
-                synchronous_mode: bool = False) -> dict:
+                synchronous_mode: bool = False, listen: NodeAddresses | None = None,
+                client_networks: tuple[str, ...] = ("127.0.0.1/32",)) -> dict:
     """One node's patroni.yml, as a dict (written as JSON, which YAML reads as it is).
 
     ``bootstrap.dcs`` only counts for the node that initialises the cluster; the
-    rest is local to each node.
+    rest is local to each node. ``addresses`` are where the other nodes, HAProxy
+    and etcd's member list reach this node; ``listen`` where it binds, if that
+    differs (a container binds every address). ``client_networks`` may connect over
+    TCP, with a password: the nodes' and HAProxy's addresses. ``bin_dir`` None:
+    PostgreSQL's programs are on PATH (an image).
     """
     pg = addresses.postgres
+    bound = listen or addresses
+    hba = ["local all all trust"]
+    hba += [f"host replication {creds.replication_user} {network} scram-sha-256" for network in client_networks]
+    hba += [f"host all all {network} scram-sha-256" for network in client_networks]
     return {
         "scope": SCOPE,
         "name": name,
         "log": {"level": "INFO", "format": "%(asctime)s %(levelname)s: %(message)s"},
-        "restapi": {"listen": str(addresses.rest), "connect_address": str(addresses.rest)},
+        "restapi": {"listen": str(bound.rest), "connect_address": str(addresses.rest)},
         DCS_API: {"hosts": [str(etcd)], "protocol": "http"},
         "bootstrap": {
             "dcs": {
@@ -127,10 +136,10 @@ def node_config(name: str, *, addresses: NodeAddresses, etcd: Endpoint, data_dir
             "initdb": [{"encoding": "UTF8"}, "no-locale", {"auth-host": "scram-sha-256"}, {"auth-local": "trust"}],
         },
         "postgresql": {
-            "listen": str(pg),
+            "listen": str(bound.postgres),
             "connect_address": str(pg),
             "data_dir": str(data_dir),
-            "bin_dir": str(bin_dir),
+            "bin_dir": "" if bin_dir is None else str(bin_dir),
             "pgpass": str(socket_dir / "pgpass"),
             "use_unix_socket": True,
             "authentication": {
@@ -147,11 +156,7 @@ def node_config(name: str, *, addresses: NodeAddresses, etcd: Endpoint, data_dir
                 "fsync": "off",
                 "log_line_prefix": f"%m [%p] {name} %q%u@%d ",
             },
-            "pg_hba": [
-                "local all all trust",
-                f"host replication {creds.replication_user} 127.0.0.1/32 scram-sha-256",
-                "host all all 127.0.0.1/32 scram-sha-256",
-            ],
+            "pg_hba": hba,
             "basebackup": [{"checkpoint": "fast"}],
         },
         "watchdog": {"mode": "off"},

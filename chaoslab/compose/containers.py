@@ -1,0 +1,108 @@
+"""The containers of one compose project, found by compose's labels and driven by the engine.
+
+The bonus topologies (Sentinel, Patroni) break their services the way ComposeCluster
+breaks the brief's: the engine's stop, kill, pause and start, which is all that
+``docker compose stop`` does too, without compose's start-up cost in the middle of a
+measured scenario.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import LabError
+from ..waits import wait_until
+from .cli import docker
+
+
+@dataclass
+class Containers:
+    project: str
+    log_for: Callable[[str], str]   # how to read a service's log, for error messages
+    _ids: dict[str, str] = field(default_factory=dict)
+
+    def id(self, service: str) -> str | None:
+        """The id of the compose container of ``service``, or None if there is none."""
+        cached = self._ids.get(service)
+        if cached:
+            return cached
+        done = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}",
+                      "--filter", f"label=com.docker.compose.service={service}",
+                      "--filter", "label=com.docker.compose.oneoff=False",
+                      service=service, expected="its container listed", log=self.log_for(service))
+        ids = done.stdout.split()
+        if not ids:
+            return None
+        self._ids[service] = ids[0]
+        return ids[0]
+
+    def require(self, service: str) -> str:
+        container = self.id(service)
+        if container is None:
+            raise LabError(service, "a container of this project", self.log_for(service), "compose made none")
+        return container
+
+    def forget(self, *services: str) -> None:
+        for service in services:
+            self._ids.pop(service, None)
+
+    def state(self, service: str) -> tuple[bool, bool]:
+        """(running, paused) as the engine reports them; a paused container still runs."""
+        container = self.id(service)
+        if container is None:
+            return False, False
+        done = docker("inspect", "-f", "{{.State.Running}} {{.State.Paused}}", container, service=service,
+                      expected="its state", log=self.log_for(service), check=False)
+        if done.returncode != 0:
+            self._ids.pop(service, None)
+            return False, False
+        running, paused = done.stdout.split()
+        return running == "true", paused == "true"
+
+    def engine(self, *args: str, service: str, expected: str, timeout: float = 60,
+               check: bool = True) -> subprocess.CompletedProcess:
+        return docker(*args, service=service, expected=expected, log=self.log_for(service), timeout=timeout,
+                      check=check)
+
+    # -- faults --------------------------------------------------------------------------------------
+    def stop(self, service: str, timeout: int) -> None:
+        """The image's stop signal, SIGKILL past the deadline."""
+        container = self.require(service)
+        if self.state(service)[1]:
+            self.unpause(service)
+        self.engine("stop", "-t", str(timeout), container, service=service, expected="to stop",
+                    timeout=timeout + 30)
+        self.wait_exited(service)
+
+    def kill(self, service: str) -> None:
+        """SIGKILL to the container's init: every process in it dies at once, a crash."""
+        container = self.require(service)
+        if self.state(service)[0]:
+            self.engine("kill", "-s", "KILL", container, service=service, expected="to be killed")
+        self.wait_exited(service)
+
+    def wait_exited(self, service: str) -> None:
+        wait_until(lambda: not self.state(service)[0], service=service, expected="its container to exit",
+                   timeout=15, interval=0.1, log=self.log_for(service))
+
+    def pause(self, service: str) -> None:
+        """The cgroup freezer: every process stops at once, and the container still accepts TCP."""
+        self.engine("pause", self.require(service), service=service, expected="to be paused")
+        wait_until(lambda: self.state(service)[1], service=service, expected="its container to be paused",
+                   timeout=5, interval=0.05, log=self.log_for(service))
+
+    def unpause(self, service: str) -> None:
+        if self.state(service)[1]:
+            self.engine("unpause", self.require(service), service=service, expected="to be unpaused")
+
+    def start(self, service: str) -> None:
+        """Start a stopped container (the caller waits until it answers its protocol)."""
+        if not self.state(service)[0]:
+            self.engine("start", self.require(service), service=service, expected="to start")
+
+    def exec(self, service: str, *command: str, user: str | None = None, expected: str, timeout: float = 60,
+             check: bool = True) -> subprocess.CompletedProcess:
+        args = ["exec", *(["-u", user] if user else []), self.require(service), *command]
+        return self.engine(*args, service=service, expected=expected, timeout=timeout, check=check)
