@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from chaoslab import plots
-from chaoslab.grading import NOT_RUN, compute_grade, format_points
+from chaoslab.grading import NOT_RUN, SCHEME, compute_grade, format_points
 from chaoslab.results import attachment, find_tests, first_value, load_results, value
 
 MISSING = "non mesuré dans cette exécution"
@@ -219,6 +219,10 @@ def section_header(ctx: _Context) -> str:
     slowest = sorted(_scenarios(results), key=lambda t: t.get("duration_total_s", 0), reverse=True)[:3]
     slow_text = " ; ".join(f"`{t['nodeid']}` ({fig(t.get('duration_total_s'), 's')})" for t in slowest)
     grade = compute_grade(tests)
+    # Parts A to F alone (the bonuses have their own stacks): the time a student waits for the TP.
+    tp_markers = {marker for line in SCHEME for marker in line.markers}
+    tp_tests = [t for t in tests if tp_markers & set(t.get("markers", []))]
+    tp_seconds = sum(t.get("duration_total_s", 0) for t in tp_tests) if tp_tests else None
     rows = [
         ("Date de l'exécution", run.get("started_at") or MISSING),
         ("Backend", run.get("backend") or MISSING),
@@ -227,6 +231,7 @@ def section_header(ctx: _Context) -> str:
         ("HAProxy", _version(results, "haproxy")),
         ("Python", _version(results, "python")),
         ("Durée totale", fig(run.get("wall_seconds"), "s")),
+        ("Durée des parties A à F (cible : moins de 90 s)", fig(tp_seconds, "s")),
         (
             "Tests",
             f"{len(tests)} (réussis : {counts['passed']}, échoués : {counts['failed']}, "

@@ -30,6 +30,7 @@ from ..topology import (DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES, Cr
 from ..waits import wait_until
 from . import project as lab_project
 from .cli import Compose, check_engine, detect_compose, docker
+from .containers import Containers
 
 LOCALHOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -84,7 +85,7 @@ class ComposeCluster(Cluster):
         super().__init__(creds or from_environment())
         self.run_dir: rundir.RunDir | None = None
         self.network: lab_project.LabNetwork | None = None
-        self._containers: dict[str, str] = {}
+        self.containers: Containers | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
@@ -94,6 +95,7 @@ class ComposeCluster(Cluster):
         lab_project.reap_abandoned_projects()
         self.run_dir = run_dir = rundir.RunDir.create()
         self.project = lab_project.project_name(run_dir)
+        self.containers = Containers(self.project, self.log_path)
         try:
             self._endpoints = {service: Endpoint(LOCALHOST, run_dir.reserve_port()) for service in SERVICES}
             self._haproxy_read = Endpoint(LOCALHOST, run_dir.reserve_port())
@@ -138,7 +140,7 @@ class ComposeCluster(Cluster):
         self.run_dir.remove()
         self.run_dir = None
         self.network = None
-        self._containers = {}
+        self.containers = None
 
     def _save_logs(self) -> None:
         """Keep every service's log after the run (the containers go): the last runs' are kept."""
@@ -218,40 +220,10 @@ class ComposeCluster(Cluster):
     # -- containers ---------------------------------------------------------------------
     def container(self, service: str) -> str | None:
         """The id of the compose container of ``service``, or None if there is none."""
-        cached = self._containers.get(service)
-        if cached:
-            return cached
-        done = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={self.project}",
-                      "--filter", f"label=com.docker.compose.service={service}",
-                      "--filter", "label=com.docker.compose.oneoff=False",
-                      service=service, expected="its container listed", log=self.log_path(service))
-        ids = done.stdout.split()
-        if not ids:
-            return None
-        self._containers[service] = ids[0]
-        return ids[0]
-
-    def _require_container(self, service: str) -> str:
-        container = self.container(service)
-        if container is None:
-            raise LabError(service, "a container of this project", self.log_path(service), "compose made none")
-        return container
-
-    def _state(self, service: str) -> tuple[bool, bool]:
-        """(running, paused) as the engine reports them; a paused container still runs."""
-        container = self.container(service)
-        if container is None:
-            return False, False
-        done = docker("inspect", "-f", "{{.State.Running}} {{.State.Paused}}", container, service=service,
-                      expected="its state", log=self.log_path(service), check=False)
-        if done.returncode != 0:
-            self._containers.pop(service, None)
-            return False, False
-        running, paused = done.stdout.split()
-        return running == "true", paused == "true"
+        return self.containers.id(service) if self.containers else None
 
     def _engine(self, *args: str, service: str, expected: str, timeout: float = 60):
-        return docker(*args, service=service, expected=expected, log=self.log_path(service), timeout=timeout)
+        return self.containers.engine(*args, service=service, expected=expected, timeout=timeout)
 
     # -- where things are ----------------------------------------------------------------
     def endpoint(self, service: str) -> Endpoint:
@@ -272,50 +244,33 @@ class ComposeCluster(Cluster):
         return f"{compose.logs_command(service)}; after the run: {self.saved_logs}"
 
     def is_running(self, service: str) -> bool:
-        return self._state(service)[0]
+        return self.containers.state(service)[0] if self.containers else False
 
     def is_paused(self, service: str) -> bool:
-        return self._state(service)[1]
+        return self.containers.state(service)[1] if self.containers else False
 
     # -- faults --------------------------------------------------------------------------
     def _stop(self, service: str) -> None:
         """The image's stop signal (SIGINT: PostgreSQL's fast shutdown), SIGKILL past the deadline."""
-        container = self._require_container(service)
-        if self.is_paused(service):
-            self._resume(service)
-        timeout = STOP_TIMEOUT[service]
-        self._engine("stop", "-t", str(timeout), container, service=service, expected="to stop",
-                     timeout=timeout + 30)
-        self._wait_exited(service)
+        self.containers.stop(service, STOP_TIMEOUT[service])
 
     def _kill(self, service: str) -> None:
         """SIGKILL: a crash, with no chance to flush or say goodbye."""
-        container = self._require_container(service)
-        running, _ = self._state(service)
-        if running:
-            self._engine("kill", "-s", "KILL", container, service=service, expected="to be killed")
-        self._wait_exited(service)
-
-    def _wait_exited(self, service: str) -> None:
-        wait_until(lambda: not self.is_running(service), service=service, expected="its container to exit",
-                   timeout=15, interval=0.1, log=self.log_path(service))
+        self.containers.kill(service)
 
     def _pause(self, service: str) -> None:
         """The cgroup freezer: the container still accepts TCP connections and never answers."""
-        self._engine("pause", self._require_container(service), service=service, expected="to be paused")
-        wait_until(lambda: self.is_paused(service), service=service, expected="its container to be paused",
-                   timeout=5, interval=0.05, log=self.log_path(service))
+        self.containers.pause(service)
 
     def _resume(self, service: str) -> None:
-        if self.is_paused(service):
-            self._engine("unpause", self._require_container(service), service=service, expected="to be unpaused")
+        self.containers.unpause(service)
 
     def _start(self, service: str) -> None:
         if self.container(service) is None:
             self.compose("up", "-d", "--no-deps", service, service=service, expected="`up -d` to create it again",
                          timeout=120)
-        elif not self.is_running(service):
-            self._engine("start", self._require_container(service), service=service, expected="to start")
+        else:
+            self.containers.start(service)
         self._wait_ready(service)
 
     def _wait_ready(self, service: str, timeout: float = 60) -> None:
@@ -352,7 +307,7 @@ class ComposeCluster(Cluster):
 
     def _promote_with_pg_ctl(self, service: str) -> None:
         """The brief's F2: ``pg_ctl promote`` in the node's container, as the postgres user."""
-        self._engine("exec", "-u", "postgres", self._require_container(service), "sh", "-c",
+        self._engine("exec", "-u", "postgres", self.containers.require(service), "sh", "-c",
                      'exec pg_ctl promote -D "$PGDATA" -w -t 30', service=service,
                      expected="pg_ctl promote to end recovery", timeout=60)
 
@@ -373,7 +328,7 @@ class ComposeCluster(Cluster):
         self._write_haproxy_config(text)
         running = self.is_running(HAPROXY)
         if running:
-            self._engine("exec", self._require_container(HAPROXY), "haproxy", "-c", "-q", "-f",
+            self._engine("exec", self.containers.require(HAPROXY), "haproxy", "-c", "-q", "-f",
                          HAPROXY_CONFIG_IN_CONTAINER, service=HAPROXY,
                          expected=f"a valid configuration in {self.haproxy_config}")
         if how == "reload" and running:
@@ -386,7 +341,7 @@ class ComposeCluster(Cluster):
     def _reload_haproxy(self, timeout: float = 10) -> None:
         """Hitless reload: SIGUSR2 to the master (PID 1); new workers take over, old ones drain."""
         before = self._worker_pid()
-        self._engine("kill", "-s", "USR2", self._require_container(HAPROXY), service=HAPROXY,
+        self._engine("kill", "-s", "USR2", self.containers.require(HAPROXY), service=HAPROXY,
                      expected="the master to get SIGUSR2")
         wait_until(lambda: self._worker_pid() not in ("", before), service=HAPROXY,
                    expected="a new worker to answer after the reload", timeout=timeout, log=self.log_path(HAPROXY))
@@ -438,7 +393,7 @@ class ComposeCluster(Cluster):
 
     def _one_off(self, node: str, action: str, source: str, *, expected: str, timeout: float = 120) -> None:
         """docker/lab-node.sh in a container that shares the stopped node's volumes and network."""
-        container = self._require_container(node)
+        container = self.containers.require(node)
         image = self._engine("inspect", "-f", "{{.Image}}", container, service=node,
                              expected="its image").stdout.strip()
         env = dict(os.environ, POSTGRES_USER=self.creds.superuser, POSTGRES_PASSWORD=self.creds.superuser_password,
