@@ -75,8 +75,10 @@ def _run_failover(lab, api, measure, request, *, fault: str, switch: str, promot
     history = workload.history
     with workload:
         _wait_for_acks(workload, 30)
-        history.mark("fault")
+        # Marked once the fault has happened (the node is down when this returns): a write
+        # that a dying primary still served must not count as a recovery.
         lab.fault(fault, PRIMARY)
+        history.mark("fault")
         _check_writes_fail_fast_and_reads_work(api, workload.acked_ids[0])
 
         history.mark("promote")

@@ -133,7 +133,10 @@ def ratio(numerator: Any, denominator: Any) -> str | None:
 
 
 def label(test: Mapping[str, Any]) -> str:
-    return test.get("param_id") or test.get("name") or test.get("nodeid", "?")
+    """The test's own name with its parameters, unique in a run (``primary_failover[kill-reload]``):
+    parameter ids alone repeat across tests (``async``, ``sync``)."""
+    name = test.get("name") or test.get("nodeid", "?").split("::")[-1]
+    return name.removeprefix("test_")
 
 
 def outcome_fr(test: Mapping[str, Any]) -> str:

@@ -100,7 +100,7 @@ def test_report_uses_the_figures_of_the_run(results_file: Path, tmp_path: Path):
         "**TTL : 60 s**", "5,1 ms", "1,05 ms", "9,87 ms", "÷71,4",          # cache, 500/7 queries
         "60 s", "0 ms", "59876 ms",                                        # race off/on; ttl
         "0 / 200", "3,3 ms", "503:50",                                     # resilience
-        "1,42 s", "4,75 s", "917", "`kill-runtime_api`", "runtime_api",    # failover
+        "1,42 s", "4,75 s", "917", "`failover[kill-runtime_api]`", "runtime_api",    # failover
         "```mermaid", "│  HAProxy   │", "product:{id}",
         "| Réplication | 1/2 | 2,5/5 |", "1/1 tests réussis",              # grade, bonus
     ):
@@ -116,12 +116,12 @@ def test_report_makes_and_links_the_plots(results_file: Path, tmp_path: Path):
     text = out.read_text(encoding="utf-8")
     plots_dir = results_file.parent / "plots"
     latency = plots_dir / "latency.png"
-    timeline = plots_dir / "timeline-kill-runtime_api.png"
+    timeline = plots_dir / "timeline-failover-kill-runtime_api.png"
     for png in (latency, timeline):
         assert png.exists() and png.stat().st_size > 1000
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "(reports/plots/latency.png)" in text
-    assert "[png](reports/plots/timeline-kill-runtime_api.png)" in text
+    assert "[png](reports/plots/timeline-failover-kill-runtime_api.png)" in text
 
 
 def test_report_of_an_empty_run_says_everything_is_missing(tmp_path: Path):
