@@ -298,7 +298,7 @@ def test_a_dead_lock_holder_delays_the_others_at_most_the_lock_lifetime(lab, api
     locked_at = time.monotonic()
     with ThreadPoolExecutor(1) as pool:
         burst = pool.submit(_burst, api.base_url, f"/products/{product['id']}", 50)
-        time.sleep(lock_ttl_ms / 2000)
+        time.sleep(lock_ttl_ms / 2000)  # halfway through the dead holder's lock: nobody may have stolen it
         held_midway = redis.get(lock)
         replies = burst.result()
     answered_ms = [(reply.done_at - locked_at) * 1000 for reply in replies]
