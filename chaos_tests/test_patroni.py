@@ -33,7 +33,7 @@ import requests
 
 from chaoslab import checkers, pg, rundir
 from chaoslab.patroni import LAB_TIMINGS
-from chaoslab.patroni.cluster import WRITE_BACKEND
+from chaoslab.patroni.base import WRITE_BACKEND
 from chaoslab.topology import HAPROXY
 from chaoslab.waits import wait_until
 from chaoslab.workload import Workload
@@ -335,7 +335,7 @@ def test_old_primary_rejoins_with_pg_rewind(patroni_lab, patroni_api, measure, r
 
 INNER_LAB = """
 import json, threading
-from chaoslab.patroni import PatroniCluster
+from chaoslab.local.patroni import PatroniCluster
 lab = PatroniCluster()
 lab.start()
 nodes = {name: [lab.endpoint(name).port, node.rest.port] for name, node in lab.nodes.items()}

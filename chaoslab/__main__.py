@@ -15,7 +15,7 @@ import shlex
 import sys
 
 from . import rundir
-from .backend import FAULTS, PROMOTE_METHODS, SWITCH_METHODS
+from .cluster import FAULTS, PROMOTE_METHODS, SWITCH_METHODS
 from .errors import LabError
 from .local.cluster import LocalCluster
 from .topology import DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES

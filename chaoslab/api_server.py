@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from .backend import Cluster
+from .cluster import Cluster
 from .errors import LabError
 from .rundir import RunDir
 from .topology import HAPROXY, REDIS, REPLICA

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .backend import Cluster
+from .cluster import Cluster
 
 if TYPE_CHECKING:
     from .patroni.base import BasePatroniCluster
@@ -33,7 +33,7 @@ def create_cluster(name: str) -> Cluster:
 # The Patroni bonus topology is a cluster of its own (etcd, two Patroni nodes, HAProxy,
 # Redis), on the same backends.
 def _local_patroni() -> BasePatroniCluster:
-    from .patroni.cluster import PatroniCluster
+    from .local.patroni import PatroniCluster
     return PatroniCluster()
 
 

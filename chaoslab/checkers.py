@@ -1,4 +1,5 @@
-"""Checkers: pure functions that turn a History into verdicts and figures.
+"""Checkers: pure functions that turn a History into verdicts and figures, and the
+definition of every figure the report prints.
 
 No I/O here: the caller fetches what the database holds (``present_names``)
 and passes it in, so every checker can be tested on a hand-built history.
@@ -8,6 +9,11 @@ start, like the saved history, so they can be plotted against it.
 Uncertainty is kept apart, never folded into a verdict: an ``unknown`` (or
 never completed) write may or may not have happened, so it is neither lost
 nor an anomaly whichever way the database says.
+
+A figure is defined once, here: its name (the key in ``results.json``), its unit,
+and one French sentence that says from what to what it is measured. The report
+takes its captions from :data:`MEASURES` and compares a figure only with figures
+of the same name, so two measures that differ in definition differ in name.
 """
 
 from __future__ import annotations
@@ -19,7 +25,87 @@ from typing import Any
 
 from chaoslab.history import COMPLETION_TYPES, OP_FS, History, Op
 
+# -- the markers a failover scenario puts in its history ----------------------------------------
+# Marked once the fault has happened (the node is down, killed or frozen when the call
+# returns): a write that a dying primary still served is no recovery.
+FAULT = "fault"
+# Marked once the action that gives writes a new primary is over: the promotion and the
+# HAProxy switch done by hand (part F), or Patroni's new leader seen promoted (bonus).
+NEW_PRIMARY = "new-primary"
 
+
+@dataclass(frozen=True)
+class Measure:
+    """A figure of the report: ``name`` in results.json, ``label`` and ``definition`` in French."""
+
+    name: str
+    unit: str
+    label: str
+    definition: str
+
+
+MEASURES: dict[str, Measure] = {m.name: m for m in (
+    # -- failover (part F and the Patroni bonus), computed below from a workload's history
+    Measure("rto_s", "s", "RTO",
+            "de la panne à la première écriture acquittée parmi celles envoyées après la panne"),
+    Measure("time_to_new_primary_s", "s", "nouveau primary",
+            "de la panne à la fin de l'action qui donne un nouveau primary : promotion et bascule HAProxy "
+            "(à la main, ici par le harnais, sans temps de réaction humain) ou élection par Patroni"),
+    Measure("write_recovery_s", "s", "reprise des écritures",
+            "de la fin de cette action à la première écriture acquittée parmi celles envoyées après elle : "
+            "le temps propre du système (HAProxy, API)"),
+    Measure("longest_write_outage_s", "s", "plus longue interruption",
+            "la plus longue suite d'écritures refusées ou sans réponse vue par les clients, de l'envoi de la "
+            "première à l'acquittement de l'écriture suivante"),
+    Measure("acked_writes", "", "écritures acquittées", "écritures de la charge que l'API a acquittées (2xx)"),
+    Measure("lost_writes", "", "perdues",
+            "écritures acquittées absentes du primary à la fin du scénario (le RPO, en écritures)"),
+    Measure("unknown_writes", "", "incertaines",
+            "écritures restées sans réponse (délai dépassé) : peut-être appliquées, jamais comptées perdues"),
+    Measure("failed_but_present_writes", "", "refusées mais présentes",
+            "écritures que l'API a refusées et que la base contient pourtant"),
+    Measure("rewound_writes", "", "effacées par pg_rewind",
+            "écritures acquittées par l'ancien primary seul (sa replica arrêtée), effacées quand pg_rewind "
+            "le remet en replica du nouveau primary : perdues à dessein, pas par une bascule"),
+    Measure("stale_reads", "", "lectures obsolètes",
+            "lectures d'une écriture acquittée, envoyées plus de la tolérance après son acquittement, qui ne "
+            "l'ont pas vue (404 ou autre valeur)"),
+    Measure("failed_reads", "", "lectures en échec",
+            "lectures refusées ou sans réponse (hors de la fenêtre où aucune replica n'existe)"),
+    # -- parts B to E, measured by their scenarios
+    Measure("replication_delay_ms", "ms", "délai de réplication",
+            "d'une écriture validée sur le primary à la ligne visible sur la replica"),
+    Measure("haproxy_mark_down_ms", "ms", "détection par HAProxy",
+            "de l'arrêt du primary au serveur marqué DOWN par les checks de HAProxy (config sensible au rôle)"),
+    Measure("haproxy_reroute_ms", "ms", "réacheminement par HAProxy",
+            "de la promotion de la replica à la première connexion d'écriture qui arrive sur elle"),
+    Measure("cache_ttl_s", "s", "TTL", "durée de vie de `product:{id}` lue dans Redis (commande TTL)"),
+    Measure("get_p50_ms", "ms", "GET p50", "médiane de la latence de `GET /products/{id}` vue par le client"),
+    Measure("get_p95_ms", "ms", "GET p95", "95e centile de la latence de `GET /products/{id}` vue par le client"),
+    Measure("db_reads", "", "lectures SQL d'un produit",
+            "exécutions de la requête qui lit un produit, comptées par PostgreSQL (pg_stat_statements) sur "
+            "les deux nœuds"),
+    Measure("stale_window_ms", "ms", "fenêtre obsolète (D4)",
+            "d'un `PUT` acquitté au premier `GET` qui rend la nouvelle valeur, replica retardée"),
+    Measure("race_stale_window_ms", "ms", "valeur obsolète servie",
+            "d'un `PUT` acquitté au premier `GET` qui rend la nouvelle valeur, quand un miss a rempli le cache "
+            "depuis une replica en retard"),
+    Measure("p50_ms_no_cache", "ms", "p50 sans cache",
+            "médiane des lectures, cache désactivé, Redis en marche (même exécution)"),
+    Measure("p50_ms_breaker_open", "ms", "p50 Redis en panne",
+            "médiane des lectures envoyées plus d'une seconde après la panne de Redis"),
+)}
+
+
+def measure(name: str) -> Measure:
+    """The definition of a figure; a name that is not defined here is a bug."""
+    try:
+        return MEASURES[name]
+    except KeyError:
+        raise KeyError(f"{name!r} is not a defined measure (chaoslab.checkers.MEASURES)") from None
+
+
+# -- lost writes ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LostWritesResult:
     """Acknowledged writes missing afterwards are lost (the RPO, in writes)."""
@@ -74,73 +160,97 @@ def check_lost_writes(history: History, present_names: Iterable[str]) -> LostWri
     )
 
 
-def _fault_time(history: History, after: str | float) -> float:
-    """The monotonic time of a marker name, or a time given directly."""
-    if isinstance(after, str):
-        at = history.event_time(after)
-        if at is None:
-            raise ValueError(f"no {after!r} event in the history; mark it when the fault is injected")
-        return at
-    return float(after)
+# -- failover figures ----------------------------------------------------------------------------
+def _event(history: History, name: str) -> float:
+    at = history.event_time(name)
+    if at is None:
+        raise ValueError(f"no {name!r} event in the history; mark it when it happens")
+    return at
 
 
 def _write_pairs(history: History) -> list[tuple[Op, Op]]:
     return [(inv, done) for inv, done in history.pairs() if inv.f == "write"]
 
 
-def time_to_recover(history: History, fault_event: str = "fault") -> float | None:
-    """Seconds from the fault marker to the first ok write invoked at or after it (the RTO).
+def first_ack_after(history: History, event: str) -> float | None:
+    """Seconds from ``event`` to the completion of the first ok write invoked at or after it.
 
-    A write invoked before the fault proves nothing about recovery, so it does
-    not count even if it completes later. None when no write ever recovered.
+    A write invoked before the event proves nothing about what followed it, so it
+    does not count even if it completes later. None when no such write succeeded.
     """
-    fault = _fault_time(history, fault_event)
-    acks = [done.time for inv, done in _write_pairs(history) if inv.time >= fault and done.type == "ok"]
-    return min(acks) - fault if acks else None
+    since = _event(history, event)
+    acks = [done.time for inv, done in _write_pairs(history) if inv.time >= since and done.type == "ok"]
+    return min(acks) - since if acks else None
+
+
+def rto(history: History) -> float | None:
+    """``rto_s``: from the fault to the first acknowledged write sent after it."""
+    return first_ack_after(history, FAULT)
+
+
+def time_to_new_primary(history: History) -> float:
+    """``time_to_new_primary_s``: from the fault to the end of the action that gave writes a new primary."""
+    return _event(history, NEW_PRIMARY) - _event(history, FAULT)
+
+
+def write_recovery(history: History) -> float | None:
+    """``write_recovery_s``: from the end of that action to the first acknowledged write sent after it."""
+    return first_ack_after(history, NEW_PRIMARY)
+
+
+def longest_write_outage(history: History, since: float | None = None) -> float | None:
+    """``longest_write_outage_s``: the longest stretch, among writes invoked at or after
+    ``since`` (monotonic), from the invoke of a refused or unanswered write to the
+    completion of the next acknowledged one. What a client lived through, whatever
+    caused it (a planned switchover has no fault to measure from).
+
+    0 if no write was refused; None if writes never came back.
+    """
+    writes = sorted(((inv, done) for inv, done in _write_pairs(history) if since is None or inv.time >= since),
+                    key=lambda pair: pair[0].time)
+    longest, refused_since = 0.0, None
+    for invoke, done in writes:
+        if done.type != "ok":
+            refused_since = invoke.time if refused_since is None else refused_since
+        elif refused_since is not None:
+            longest, refused_since = max(longest, done.time - refused_since), None
+    return None if refused_since is not None else longest
+
+
+def writes_acked_between(history: History, after: str, before: str) -> list[str]:
+    """Writes invoked after event ``after`` and acknowledged before event ``before``.
+
+    With ``after`` the fault and ``before`` the switch, any such write shows that
+    writes came back before anyone acted: the observation that F3 is needed.
+    """
+    start, end = _event(history, after), _event(history, before)
+    return [inv.value for inv, done in _write_pairs(history)
+            if inv.time >= start and done.type == "ok" and done.time < end]
 
 
 @dataclass(frozen=True)
-class UnavailabilityWindow:
-    """Writes were refused or unanswered from ``start`` until ``end`` (relative times).
+class FailoverFigures:
+    """The failover measures of one history (see MEASURES for their definitions)."""
 
-    ``end`` is None when no write succeeded again before the history ended.
-    """
+    rto_s: float | None
+    time_to_new_primary_s: float | None
+    write_recovery_s: float | None
+    longest_write_outage_s: float | None
 
-    start: float
-    end: float | None
-    failed_writes: int
-    unknown_writes: int
-
-    @property
-    def duration(self) -> float | None:
-        return None if self.end is None else round(self.end - self.start, 6)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "duration": self.duration}
+    def rounded(self) -> dict[str, float | None]:
+        return {name: None if value is None else round(value, 3) for name, value in asdict(self).items()}
 
 
-def unavailability_window(history: History, after: str | float = "fault") -> UnavailabilityWindow | None:
-    """From the invoke of the first failed/unknown write after ``after`` to the
-    completion of the first ok write invoked after that.
-
-    Starting at the invoke (not the completion) counts a timed-out write's
-    wait as unavailable, which is what a user of the API lived through.
-    None when no write failed after ``after``.
-    """
-    since = _fault_time(history, after)
-    writes = [(inv, done) for inv, done in _write_pairs(history) if inv.time >= since]
-    bad = [inv.time for inv, done in writes if done.type != "ok"]
-    if not bad:
-        return None
-    start = min(bad)
-    acks = [done.time for inv, done in writes if inv.time >= start and done.type == "ok"]
-    end = min(acks) if acks else None
-    in_window = [done for inv, done in writes if inv.time >= start and (end is None or inv.time < end)]
-    return UnavailabilityWindow(
-        start=round(start - history.start, 6),
-        end=None if end is None else round(end - history.start, 6),
-        failed_writes=sum(1 for d in in_window if d.type == "fail"),
-        unknown_writes=sum(1 for d in in_window if d.type == "unknown"),
+def failover_figures(history: History) -> FailoverFigures:
+    """All the failover measures a history holds: a planned switchover has no FAULT
+    marker, so it has no RTO and no time to a new primary, only its outage."""
+    names = {event.name for event in history.events}
+    has_fault, has_new_primary = FAULT in names, NEW_PRIMARY in names
+    return FailoverFigures(
+        rto_s=rto(history) if has_fault else None,
+        time_to_new_primary_s=time_to_new_primary(history) if has_fault and has_new_primary else None,
+        write_recovery_s=write_recovery(history) if has_new_primary else None,
+        longest_write_outage_s=longest_write_outage(history, history.event_time(FAULT)),
     )
 
 
@@ -172,66 +282,6 @@ def _bucket_index(relative_time: float, bucket: float) -> int:
     return max(0, math.floor(relative_time / bucket + 1e-9))
 
 
-@dataclass(frozen=True)
-class StaleReadsResult:
-    """Reads that did not see a write acknowledged before they started.
-
-    ``max_staleness`` is a lower bound: from the write's ack to the stale
-    read's invoke, the data was certainly still invisible to that reader.
-    """
-
-    reads: int
-    stale: int
-    stale_ids: tuple[int, ...]
-    mismatched: int
-    max_staleness: float | None
-
-    @property
-    def ok(self) -> bool:
-        return self.stale == 0 and self.mismatched == 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "stale_ids": list(self.stale_ids), "ok": self.ok}
-
-
-def check_stale_reads(history: History) -> StaleReadsResult:
-    """Check ok reads of ids written in this history against the writes' acks.
-
-    Products are only created, never changed, so the latest acknowledged
-    value of an id is its write's name: a read that returns nothing (404)
-    after the ack is stale, and one that returns another name is mismatched.
-    Reads of ids this history did not write are not judged.
-    """
-    acked: dict[Any, tuple[str, float]] = {
-        done.result: (inv.value, done.time)
-        for inv, done in _write_pairs(history)
-        if done.type == "ok" and done.result is not None
-    }
-    reads = 0
-    stale_ids: list[int] = []
-    mismatched = 0
-    staleness: list[float] = []
-    for inv, done in history.pairs():
-        if inv.f != "read" or done.type != "ok" or inv.value not in acked:
-            continue
-        name, ack_time = acked[inv.value]
-        if inv.time < ack_time:
-            continue  # the read started before the ack: either answer is fine
-        reads += 1
-        if done.result is None:
-            stale_ids.append(inv.value)
-            staleness.append(inv.time - ack_time)
-        elif done.result != name:
-            mismatched += 1
-    return StaleReadsResult(
-        reads=reads,
-        stale=len(stale_ids),
-        stale_ids=tuple(stale_ids),
-        mismatched=mismatched,
-        max_staleness=round(max(staleness), 6) if staleness else None,
-    )
-
-
 def percentile(values: list[float], q: float) -> float | None:
     """Linear-interpolated percentile (numpy's default), ``q`` in [0, 100]."""
     if not values:
@@ -241,44 +291,6 @@ def percentile(values: list[float], q: float) -> float | None:
     low = math.floor(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def summarize(history: History) -> dict[str, Any]:
-    """Counts per f and completion type, with latency p50/p95/max in seconds.
-
-    Latency is measured per type because a timed-out op's latency is the
-    client timeout, which would drown the p95 of the ops that worked.
-    """
-    latencies: dict[str, dict[str, list[float]]] = {f: {t: [] for t in COMPLETION_TYPES} for f in OP_FS}
-    for inv, done in history.pairs():
-        latencies[inv.f][done.type].append(done.time - inv.time)
-    pending = history.pending()
-    summary: dict[str, Any] = {}
-    for f in OP_FS:
-        by_type = latencies[f]
-        summary[f] = {
-            "invoked": sum(len(v) for v in by_type.values()) + sum(1 for op in pending if op.f == f),
-            **{t: len(by_type[t]) for t in COMPLETION_TYPES},
-            "pending": sum(1 for op in pending if op.f == f),
-            "latency": {t: _latency_stats(by_type[t]) for t in COMPLETION_TYPES},
-        }
-    ops = history.ops
-    summary["duration"] = round(max(op.time for op in ops) - history.start, 6) if ops else 0.0
-    summary["events"] = [e.to_dict(history.start) for e in history.events]
-    return summary
-
-
-def _latency_stats(values: list[float]) -> dict[str, float | int | None]:
-    def rounded(x: float | None) -> float | None:
-        return None if x is None else round(x, 6)
-
-    return {
-        "count": len(values),
-        "p50": rounded(percentile(values, 50)),
-        "p95": rounded(percentile(values, 95)),
-        "max": rounded(max(values)) if values else None,
-    }
-
 
 @dataclass(frozen=True)
 class ReadsResult:
@@ -300,3 +312,61 @@ def check_reads(history: History, expected_names: Mapping[Any, str]) -> ReadsRes
     wrong = [(invoke.value, done.result) for invoke, done in pairs
              if done.type == "ok" and done.result != expected_names.get(invoke.value)]
     return ReadsResult(total=len(pairs), failed=failed, wrong=wrong)
+
+
+@dataclass(frozen=True)
+class WorkloadReadsResult:
+    """The readers of a workload, judged against the workload's own writes.
+
+    ``stale``: (id, what came back, seconds since the write's ack) for each read of
+    an acknowledged write that was invoked ``grace`` seconds or more after the ack
+    and did not return that write's name. ``failed``: reads refused or unanswered
+    outside the window where failures are excused.
+    """
+
+    judged: int
+    stale: list[tuple[Any, Any, float]]
+    failed: list[Op]
+    excused_failures: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.stale and not self.failed
+
+    @property
+    def max_stale_age(self) -> float | None:
+        return round(max(age for _, _, age in self.stale), 6) if self.stale else None
+
+
+def check_workload_reads(history: History, *, grace: float, lost_names: Iterable[str] = (),
+                         failures_excused: tuple[str, str] | None = None) -> WorkloadReadsResult:
+    """Every read of an acknowledged write must see it once ``grace`` seconds have
+    passed since the ack (the replication lag a reader may see); reads of lost
+    writes are not judged (the lost-write check counts those). A read that fails is
+    a failure unless it was invoked between the events ``failures_excused`` names.
+    """
+    lost = set(lost_names)
+    acked = {done.result: (inv.value, done.time) for inv, done in _write_pairs(history)
+             if done.type == "ok" and done.result is not None and inv.value not in lost}
+    excused_from, excused_until = (None, None) if failures_excused is None else (
+        _event(history, failures_excused[0]), history.event_time(failures_excused[1]))
+    judged, stale, failed, excused = 0, [], [], 0
+    for inv, done in history.pairs():
+        if inv.f != "read":
+            continue
+        if done.type != "ok":
+            if excused_from is not None and inv.time >= excused_from and (
+                    excused_until is None or inv.time < excused_until):
+                excused += 1
+            else:
+                failed.append(done)
+            continue
+        if inv.value not in acked:
+            continue
+        name, ack_time = acked[inv.value]
+        if inv.time < ack_time + grace:
+            continue  # within the lag a reader may see: either answer is fine
+        judged += 1
+        if done.result != name:
+            stale.append((inv.value, done.result, round(inv.time - ack_time, 6)))
+    return WorkloadReadsResult(judged=judged, stale=stale, failed=failed, excused_failures=excused)

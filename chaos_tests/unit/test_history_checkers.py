@@ -9,13 +9,19 @@ from pathlib import Path
 import pytest
 
 from chaoslab.checkers import (
+    FAULT,
+    MEASURES,
+    NEW_PRIMARY,
     availability_timeline,
     check_lost_writes,
-    check_stale_reads,
+    check_workload_reads,
+    failover_figures,
+    first_ack_after,
+    longest_write_outage,
+    measure,
     percentile,
-    summarize,
-    time_to_recover,
-    unavailability_window,
+    rto,
+    writes_acked_between,
 )
 from chaoslab.history import History, Op
 
@@ -191,46 +197,69 @@ def failover_history(start: float = 0.0) -> History:
     return h
 
 
-def test_time_to_recover_runs_from_fault_to_first_ack_of_a_write_invoked_after_it() -> None:
-    assert time_to_recover(failover_history()) == pytest.approx(1.2)
+def test_rto_runs_from_fault_to_first_ack_of_a_write_invoked_after_it() -> None:
+    assert rto(failover_history()) == pytest.approx(1.2)
 
 
-def test_time_to_recover_is_none_without_recovery_and_needs_the_marker() -> None:
+def test_rto_is_none_without_recovery_and_needs_the_marker() -> None:
     h = History(start=0.0)
-    h.mark("fault", at=1.0)
+    h.mark(FAULT, at=1.0)
     op(h, 0, "write", "a", 0.5, 1.5, "ok", 1)
     op(h, 0, "write", "b", 1.5, 1.6, "fail")
-    assert time_to_recover(h) is None
+    assert rto(h) is None
     with pytest.raises(ValueError, match="'promote'"):
-        time_to_recover(h, "promote")
+        first_ack_after(h, "promote")
 
 
-def test_unavailability_window_from_first_bad_write_to_first_ack_after_it() -> None:
-    h = failover_history(start=5.0)
-    # Invoked before the first failure: its ack says nothing about recovery.
-    op(h, 4, "write", "racing", 5.0 + 9.97, 5.0 + 10.3, "ok", 4)
-    window = unavailability_window(h, after=5.0 + 9.95)
+def test_rto_splits_into_the_action_and_the_systems_own_recovery() -> None:
+    h = failover_history()
+    h.mark(NEW_PRIMARY, at=10.9)
+    figures = failover_figures(h)
+    assert figures.rto_s == pytest.approx(1.2)
+    assert figures.time_to_new_primary_s == pytest.approx(0.9)
+    # slow-ok (invoked 11.0, acked 11.25) is not first: first-ok was invoked later but acked sooner
+    assert figures.write_recovery_s == pytest.approx(0.3)
+    # from the invoke of "refused" (10.0) to the ack of "slow-ok" (11.25); "later-fail" never recovers
+    assert longest_write_outage(h, since=10.0) is None
+    assert figures.longest_write_outage_s is None
 
-    assert window is not None
-    assert window.start == pytest.approx(10.0)
-    assert window.end == pytest.approx(11.2)
-    assert window.duration == pytest.approx(1.2)
-    assert (window.failed_writes, window.unknown_writes) == (1, 1)
-    assert json.loads(json.dumps(window.to_dict()))["duration"] == pytest.approx(1.2)
 
-
-def test_unavailability_window_is_none_without_failures_and_open_without_recovery() -> None:
+def test_longest_write_outage_is_the_longest_refused_stretch_and_zero_without_refusals() -> None:
     h = History(start=0.0)
-    h.mark("fault", at=1.0)
-    op(h, 0, "write", "a", 1.0, 1.1, "ok", 1)
-    assert unavailability_window(h) is None
+    op(h, 0, "write", "a", 0.0, 0.1, "ok", 1)
+    op(h, 0, "write", "b", 0.2, 0.3, "fail")
+    op(h, 0, "write", "c", 0.4, 0.5, "ok", 2)       # a 0.3 s outage
+    op(h, 0, "write", "d", 1.0, 2.0, "unknown")
+    op(h, 0, "write", "e", 2.1, 2.2, "fail")
+    op(h, 0, "write", "f", 2.3, 2.4, "ok", 3)       # a 1.4 s outage
+    assert longest_write_outage(h) == pytest.approx(1.4)
+    assert longest_write_outage(h, since=2.1) == pytest.approx(0.3)
+    assert longest_write_outage(h, since=2.3) == 0.0
 
-    op(h, 0, "write", "b", 2.0, 2.1, "fail")
-    op(h, 0, "write", "c", 2.2, 4.2, "unknown")
-    window = unavailability_window(h, after=1.5)
-    assert window is not None
-    assert (window.start, window.end, window.duration) == (2.0, None, None)
-    assert (window.failed_writes, window.unknown_writes) == (1, 1)
+
+def test_a_planned_switchover_has_no_rto_only_its_outage() -> None:
+    h = History(start=0.0)
+    op(h, 0, "write", "a", 0.0, 0.1, "ok", 1)
+    op(h, 0, "write", "b", 0.2, 0.3, "fail")
+    op(h, 0, "write", "c", 0.4, 0.5, "ok", 2)
+    figures = failover_figures(h)
+    assert (figures.rto_s, figures.time_to_new_primary_s, figures.write_recovery_s) == (None, None, None)
+    assert figures.longest_write_outage_s == pytest.approx(0.3)
+    assert figures.rounded()["longest_write_outage_s"] == 0.3
+
+
+def test_writes_acked_between_two_events_are_those_invoked_after_the_first() -> None:
+    h = failover_history()
+    h.mark("switch", at=11.22)
+    # "before" was invoked before the fault; "slow-ok" is acked after the switch
+    assert writes_acked_between(h, FAULT, "switch") == ["first-ok"]
+
+
+def test_every_measure_has_a_unit_a_label_and_a_definition() -> None:
+    assert all(m.label and m.definition and m.name == name for name, m in MEASURES.items())
+    assert measure("rto_s").unit == "s"
+    with pytest.raises(KeyError, match="not a defined measure"):
+        measure("rto")
 
 
 # --- timeline, staleness, summary ------------------------------------------------
@@ -262,25 +291,28 @@ def test_availability_timeline_of_an_empty_history_is_empty() -> None:
         availability_timeline(History(), bucket=0)
 
 
-def test_stale_reads_are_reads_that_miss_a_write_acked_before_they_started() -> None:
+def test_workload_reads_must_see_each_acked_write_once_the_grace_has_passed() -> None:
     h = History(start=0.0)
     op(h, 0, "write", "a", 0.5, 1.0, "ok", 1)
     op(h, 1, "read", 1, 0.9, 1.05, "ok", None)  # started before the ack: not judged
-    op(h, 1, "read", 1, 1.3, 1.4, "ok", None)  # stale for at least 0.3 s
+    op(h, 1, "read", 1, 1.1, 1.2, "ok", None)   # within the grace: not judged
+    op(h, 1, "read", 1, 1.3, 1.4, "ok", None)   # stale, 0.3 s after the ack
     op(h, 1, "read", 1, 1.5, 1.6, "ok", "a")
-    op(h, 1, "read", 1, 2.0, 2.1, "ok", None)  # stale for at least 1.0 s
     op(h, 0, "write", "b", 1.5, 2.0, "ok", 2)
-    op(h, 1, "read", 2, 2.1, 2.2, "ok", "zzz")  # wrong name
-    op(h, 1, "read", 99, 2.3, 2.4, "ok", None)  # not written here: not judged
-    op(h, 1, "read", 1, 2.5, 2.6, "fail")  # no answer: not judged
+    op(h, 1, "read", 2, 2.5, 2.6, "ok", "zzz")  # another name: stale too
+    op(h, 1, "read", 99, 2.7, 2.8, "ok", None)  # not written here: not judged
+    op(h, 1, "read", 1, 2.9, 3.0, "fail")       # no answer: a failure
+    op(h, 0, "write", "lost", 3.0, 3.1, "ok", 3)
+    op(h, 1, "read", 3, 3.5, 3.6, "ok", None)   # a lost write: the lost-write check counts it
 
-    result = check_stale_reads(h)
+    result = check_workload_reads(h, grace=0.25, lost_names={"lost"})
 
-    assert (result.reads, result.stale, result.mismatched) == (4, 2, 1)
-    assert result.stale_ids == (1, 1)
-    assert result.max_staleness == pytest.approx(1.0)
-    assert result.ok is False
-    assert json.loads(json.dumps(result.to_dict()))["stale_ids"] == [1, 1]
+    assert result.judged == 3
+    assert [(pid, got) for pid, got, _ in result.stale] == [(1, None), (2, "zzz")]
+    assert result.max_stale_age == pytest.approx(0.5)
+    assert [op.error for op in result.failed] == ["boom"]
+    assert not result.ok
+    assert check_workload_reads(h, grace=1.0, lost_names={"lost"}).stale == []
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -288,33 +320,6 @@ def test_percentile_interpolates_like_numpy() -> None:
     assert percentile([3.0], 95) == 3.0
     assert percentile([0.4, 0.1, 0.3, 0.2], 50) == pytest.approx(0.25)
     assert percentile([0.4, 0.1, 0.3, 0.2], 95) == pytest.approx(0.385)
-
-
-def test_summarize_counts_and_latencies_per_f_and_type() -> None:
-    h = History(start=0.0)
-    for i, latency in enumerate([0.1, 0.2, 0.3, 0.4]):
-        op(h, 0, "write", f"w{i}", float(i), i + latency, "ok", i)
-    op(h, 0, "write", "x", 5.0, 5.5, "fail")
-    op(h, 0, "write", "y", 6.0, 8.0, "unknown")
-    op(h, 1, "read", 1, 1.0, 1.25, "ok", "w1")
-    h.invoke(0, "write", "z", at=9.0)
-    h.mark("fault", at=4.0)
-
-    summary = summarize(h)
-
-    write = summary["write"]
-    assert (write["invoked"], write["ok"], write["fail"], write["unknown"], write["pending"]) == (7, 4, 1, 1, 1)
-    assert write["latency"]["ok"]["count"] == 4
-    assert write["latency"]["ok"]["p50"] == pytest.approx(0.25)
-    assert write["latency"]["ok"]["p95"] == pytest.approx(0.385)
-    assert write["latency"]["ok"]["max"] == pytest.approx(0.4)
-    assert write["latency"]["unknown"] == {"count": 1, "p50": 2.0, "p95": 2.0, "max": 2.0}
-    read = summary["read"]
-    assert (read["invoked"], read["ok"], read["fail"]) == (1, 1, 0)
-    assert read["latency"]["fail"] == {"count": 0, "p50": None, "p95": None, "max": None}
-    assert summary["duration"] == 9.0
-    assert summary["events"] == [{"name": "fault", "time": 4.0}]
-    json.dumps(summary)
 
 
 def test_check_reads_counts_failed_and_wrong_reads():

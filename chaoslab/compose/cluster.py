@@ -22,7 +22,7 @@ from pathlib import Path
 from pytest_docker.plugin import DockerComposeExecutor, Services
 
 from .. import haproxy_config, pg, rundir
-from ..backend import Cluster
+from ..cluster import Cluster
 from ..credentials import from_environment
 from ..errors import LabError
 from ..topology import (DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES, Credentials, Endpoint,

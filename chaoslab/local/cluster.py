@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import haproxy_config
-from ..backend import Cluster
+from ..cluster import Cluster
 from ..credentials import from_environment
 from ..errors import LabError
 from ..rundir import RunDir, reap_abandoned_runs

@@ -1,12 +1,11 @@
 """Bonus: automatic failover with Patroni and etcd.
 
 See ``base.BasePatroniCluster`` for the topology and what every backend shares,
-``cluster.PatroniCluster`` for local processes (``chaoslab.compose.patroni`` for
-containers), and ``config.Timings`` for the timings and why.
+``chaoslab.local.patroni.PatroniCluster`` for local processes (``chaoslab.compose.patroni``
+for containers), and ``config.Timings`` for the timings and why.
 """
 
 from .base import BasePatroniCluster
-from .cluster import PatroniCluster
 from .config import LAB_TIMINGS, NODES, Timings
 
-__all__ = ["LAB_TIMINGS", "NODES", "BasePatroniCluster", "PatroniCluster", "Timings"]
+__all__ = ["LAB_TIMINGS", "NODES", "BasePatroniCluster", "Timings"]

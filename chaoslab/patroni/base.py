@@ -2,7 +2,7 @@
 
 etcd, two PostgreSQL nodes run by Patroni (``pg-1``, ``pg-2``), HAProxy asking each
 node's REST API who it is (haproxy/haproxy-patroni.cfg), and Redis. A backend
-(``cluster.PatroniCluster``: local processes; ``chaoslab.compose.patroni``:
+(``chaoslab.local.patroni.PatroniCluster``: local processes; ``chaoslab.compose.patroni``:
 containers) starts, signals and reaches them; the questions asked of the cluster
 (who leads, does the standby stream, does HAProxy agree), the baseline and the
 planned switchover only need SQL, HTTP and HAProxy's runtime API, so they live

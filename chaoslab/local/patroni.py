@@ -19,17 +19,17 @@ from pathlib import Path
 
 from ..credentials import from_environment
 from ..errors import LabError
-from ..local.haproxy import HAProxyNode
-from ..local.postgres import find_bindir
-from ..local.process import ServerUser
-from ..local.redis import RedisNode
 from ..rundir import RunDir, reap_abandoned_runs
 from ..topology import HAPROXY, REDIS, REPLICA, Credentials, Endpoint
 from ..waits import wait_until
-from .base import READ_BACKEND, WRITE_BACKEND, BasePatroniCluster
-from .config import ETCD, LAB_TIMINGS, NODES, SCOPE, NodeAddresses, Timings, haproxy_source, render_haproxy
+from ..patroni.base import READ_BACKEND, WRITE_BACKEND, BasePatroniCluster
+from ..patroni.config import ETCD, LAB_TIMINGS, NODES, SCOPE, NodeAddresses, Timings, haproxy_source, render_haproxy
 from .etcd import EtcdNode
-from .node import PatroniNode
+from .haproxy import HAProxyNode
+from .patroni_node import PatroniNode
+from .postgres import find_bindir
+from .process import ServerUser
+from .redis import RedisNode
 
 __all__ = ["READ_BACKEND", "WRITE_BACKEND", "PatroniCluster", "check_programs"]
 

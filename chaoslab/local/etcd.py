@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import requests
 
 from ..errors import LabError
-from ..local.process import ServerProcess, ServerUser
+from .process import ServerProcess, ServerUser
 from ..rundir import RunDir
 from ..topology import Endpoint
 from ..waits import wait_until

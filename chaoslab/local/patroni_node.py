@@ -19,11 +19,11 @@ from pathlib import Path
 import requests
 
 from ..errors import LabError
-from ..local.process import ServerProcess, ServerUser
+from .process import ServerProcess, ServerUser
 from ..rundir import RunDir, alive, kill_tree, signal_tree
 from ..topology import Credentials, Endpoint
 from ..waits import wait_until
-from .config import LAB_TIMINGS, NodeAddresses, Timings, node_config, node_config_text
+from ..patroni.config import LAB_TIMINGS, NodeAddresses, Timings, node_config, node_config_text
 
 # Patroni runs ``bin_dir/postgres``; this wrapper records the new postmaster's
 # process group in the run directory before it becomes PostgreSQL, so that even a
