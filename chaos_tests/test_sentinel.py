@@ -11,11 +11,9 @@ import time
 
 import pytest
 
-from chaoslab import api_client, checkers, pg
+from chaoslab import api_client, checkers, steps
 from chaoslab.redis_ha import MASTER_NAME
-from chaoslab.topology import PRIMARY, REPLICA
 from chaoslab.waits import wait_until
-from chaoslab.workload import Workload
 
 pytestmark = pytest.mark.sentinel
 
@@ -28,16 +26,14 @@ def _sentinel_api(api, redis_ha):
 @pytest.mark.parametrize("fault", ["kill", "pause"])
 def test_master_failover_under_load(lab, api, redis_ha, measure, fault):
     _sentinel_api(api, redis_ha)
-    products = {api_client.create(api.base_url, f"item-{i}", 100 + i)["id"]: f"item-{i}" for i in range(5)}
-    lab.wait_replayed(REPLICA, pg.current_lsn(lab.endpoint(PRIMARY), lab.creds))
+    products = steps.create_products(lab, api, 5)
     some_id = next(iter(products))
     api_client.read(api.base_url, some_id)
     assert api_client.read(api.base_url, some_id).cache == "hit", "the cache should work through Sentinel"
     old_master = redis_ha.master()
     assert redis_ha.master_client().exists(f"product:{some_id}"), "the key should live on the agreed master"
 
-    load = Workload(api.base_url, writers=0, readers=3, read_ids=list(products), max_ops=20000, max_seconds=30,
-                    request_timeout=5, pause_between_ops=0.005).start()
+    load = steps.read_load(api, list(products), seconds=30, readers=3, pause=0.005).start()
     try:
         wait_until(lambda: len(load.history.ops) > 30, service="api", expected="reads before the fault", timeout=10)
         load.history.mark("fault")
@@ -58,12 +54,10 @@ def test_master_failover_under_load(lab, api, redis_ha, measure, fault):
 
     reads = checkers.check_reads(load.history, products)
     measure("fault", fault)
-    measure("responses_total", reads.total)
-    measure("responses_5xx", len(reads.failed))
+    steps.record_reads(measure, reads)
     measure("sentinel_promotion_s", round(promoted_after, 3), "s")
     measure("cache_hits_resume_s", round(hits_after, 3), "s")
-    assert reads.failed == [], f"the API failed reads during the Redis failover: {reads.failed[:5]}"
-    assert reads.wrong == [], f"reads returned wrong values: {reads.wrong[:5]}"
+    steps.assert_reads_answered(reads, "the Redis failover")
     assert redis_ha.master_client().exists(f"product:{some_id}")
 
     # The old master comes back, and Sentinel turns it into a replica of the new one.

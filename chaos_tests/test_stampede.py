@@ -1,7 +1,7 @@
 """Bonus: anti cache-stampede (single flight, a Redis load lock, XFetch early refresh).
 
-Every database read is counted by the API itself (``db_queries_total``), so the
-figures are what the database saw, whatever the clients believe.
+Every database read is counted by PostgreSQL itself (pg_stat_statements on each node),
+so the figures are what the database saw, whatever the API or the clients believe.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from chaoslab import api_client, pg
+from chaoslab import api_client
 from chaoslab.api_server import ApiServer
 from chaoslab.checkers import percentile
-from chaoslab.topology import PRIMARY, REDIS, REPLICA
+from chaoslab.topology import REDIS, REPLICA
 from chaoslab.waits import wait_until
 
 pytestmark = pytest.mark.stampede
@@ -31,13 +31,8 @@ BURST = 150  # concurrent GETs on one cold key
 
 def _product(lab, api, name="Keyboard", price=4999) -> dict:
     product = api_client.create(api.base_url, name, price)
-    lab.wait_replayed(REPLICA, pg.current_lsn(lab.endpoint(PRIMARY), lab.creds))
+    lab.wait_caught_up()
     return product
-
-
-def _db_reads(api) -> float:
-    """Product queries the API sent to any database node (replica and primary)."""
-    return api.metric("db_queries_total")
 
 
 class Reply:
@@ -45,7 +40,8 @@ class Reply:
         self.status, self.headers, self.body, self.done_at = status, headers, body, done_at
 
 
-def _burst(base_url: str, path: str, count: int, *, also: list[str] = (), timeout: float = 15) -> list[Reply]:
+def _burst(base_url: str, path: str, count: int, *, also: list[str] = (), timeout: float = 15,
+           sent: threading.Event | None = None) -> list[Reply]:
     """``count`` GETs that reach the server together. Every connection is opened and
     served once first (``GET /products/0``, refused by validation before the cache
     or a database), so the server is already reading each one; then the requests
@@ -67,6 +63,8 @@ def _burst(base_url: str, path: str, count: int, *, also: list[str] = (), timeou
             requests_.append(f"GET {path} HTTP/1.1\r\nHost: {address.netloc}\r\nConnection: close\r\n\r\n".encode())
         for sock, request in zip(sockets, requests_):
             sock.sendall(request)
+        if sent is not None:
+            sent.set()
         replies = []
         for sock in sockets:
             response = http.client.HTTPResponse(sock)
@@ -100,9 +98,9 @@ def test_cold_key_burst_reads_the_database_once(lab, api, measure, protection):
     protection; one load per request (nearly) without."""
     api.ensure(STAMPEDE_PROTECTION=protection)
     product = _product(lab, api)  # POST invalidates: the key is cold
-    before = _db_reads(api)
+    before = lab.product_reads()
     replies = _burst(api.base_url, f"/products/{product['id']}", BURST)
-    reads = _db_reads(api) - before
+    reads = lab.product_reads() - before
     measure("concurrent_gets", BURST)
     measure(f"db_reads_cold_key_protection_{protection}", int(reads))
     measure("x_cache", _cache_headers(replies))
@@ -114,10 +112,9 @@ def test_cold_key_burst_reads_the_database_once(lab, api, measure, protection):
 
 
 def test_cold_key_burst_across_two_api_processes_reads_the_database_once(lab, api, measure):
-    """Two API processes miss the same cold key at once, while the replica is slow
-    (frozen for a moment, so that both certainly miss before anyone fills): the Redis
-    lock makes one of them load for both; the other waits and serves what it filled."""
-    freeze_s = 0.3
+    """Two API processes miss the same cold key at once, while the replica is frozen until
+    every GET has missed and one process holds the load lock: the Redis lock makes that one
+    load for both; the other waits and serves what it filled."""
     api.ensure()
     other = ApiServer(lab)
     try:
@@ -127,33 +124,40 @@ def test_cold_key_burst_across_two_api_processes_reads_the_database_once(lab, ap
             assert api_client.read(server.base_url, warm["id"]).status == 200
         product = _product(lab, api)
         servers = (api, other)
-        reads_before = sum(_db_reads(server) for server in servers)
-        misses_before = [server.metric("cache_requests_total", result="miss") for server in servers]
+        lock = f"product:{product['id']}:lock"
+        reads_before = lab.product_reads()
+
+        def misses() -> list[float]:
+            return [server.metric("cache_requests_total", result="miss") for server in servers]
+        misses_before = misses()
         waited_before = sum(server.metric("stampede_events_total", event="lock_waited") for server in servers)
+        sent = threading.Event()
         lab.fault("pause", REPLICA)
         try:
             with ThreadPoolExecutor(1) as pool:
                 burst = pool.submit(_burst, api.base_url, f"/products/{product['id']}", BURST,
-                                    also=[other.base_url])
-                time.sleep(freeze_s)  # the fault's duration: every GET arrives meanwhile
+                                    also=[other.base_url], sent=sent)
+                # The fault lasts until every GET has looked the key up and one process holds the lock.
+                wait_until(lambda: sent.is_set() and lab.redis().exists(lock)
+                           and sum(misses()) - sum(misses_before) >= BURST,
+                           service="api", expected=f"all {BURST} GETs to miss while {REPLICA} is frozen",
+                           timeout=30, interval=0.02, log=api.log)
                 lab.fault("resume", REPLICA)
                 replies = burst.result()
         finally:
             if lab.is_paused(REPLICA):
                 lab.fault("resume", REPLICA)
-        reads = sum(_db_reads(server) for server in servers) - reads_before
-        misses = [server.metric("cache_requests_total", result="miss") - before
-                  for server, before in zip(servers, misses_before)]
+        reads = lab.product_reads() - reads_before
+        per_process = [after - before for after, before in zip(misses(), misses_before)]
         waited = sum(server.metric("stampede_events_total", event="lock_waited") for server in servers) - waited_before
         measure("api_processes", 2)
-        measure("replica_frozen_s", freeze_s, "s")
         measure("concurrent_gets", len(replies))
-        measure("db_reads_cold_key_two_processes", int(reads))
-        measure("misses_per_process", ",".join(str(int(m)) for m in misses))
+        measure("db_reads_cold_key_two_processes", reads)
+        measure("misses_per_process", ",".join(str(int(m)) for m in per_process))
         measure("processes_that_waited_for_the_lock", int(waited))
         _assert_all_correct(replies, 4999)
-        assert all(misses), f"both processes should have missed the cold key (misses {misses})"
-        assert reads == 1, f"two processes, one cold key: one database read expected, saw {reads:.0f}"
+        assert all(per_process), f"both processes should have missed the cold key (misses {per_process})"
+        assert reads == 1, f"two processes, one cold key: one database read expected, PostgreSQL counted {reads}"
         assert waited == 1, "the process without the lock should have waited for it"
     finally:
         other.close()
@@ -200,35 +204,35 @@ def _steady_load(base_url: str, path: str, seconds: float, connections: int, thr
 
 
 def _hot_key_run(lab, api, seconds: float, connections: int) -> dict:
-    """Steady concurrent GETs on one key while the API's DB read counter is sampled
-    about every 100 ms; returns the reads per sampling window, the requests made
-    and the ones that failed or were wrong."""
+    """Steady concurrent GETs on one key while PostgreSQL's count of product reads and the
+    key's presence in Redis are sampled about every 100 ms; returns the reads per sampling
+    window, whether the key was ever missing, the requests made and those that failed."""
     product = _product(lab, api)
     api_client.read(api.base_url, product["id"])  # filled: from now on it only expires
-    samples: list[tuple[float, float]] = [(time.monotonic(), _db_reads(api))]
+    key = f"product:{product['id']}"
+    redis = lab.redis()
     stop = threading.Event()
+    with lab.product_read_counter() as counter:
+        samples: list[tuple[float, int, bool]] = [(time.monotonic(), counter.count(), bool(redis.exists(key)))]
 
-    def sample() -> None:
-        with requests.Session() as session:
+        def sample() -> None:
             while not stop.wait(0.1):
-                text = session.get(f"{api.base_url}/metrics", timeout=5).text
-                reads = sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
-                            if line.startswith("db_queries_total{"))
-                samples.append((time.monotonic(), reads))
+                samples.append((time.monotonic(), counter.count(), bool(redis.exists(key))))
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        load = _steady_load(api.base_url, f"/products/{product['id']}", seconds, connections)
-    finally:
-        stop.set()
-        sampler.join(10)
-    samples.append((time.monotonic(), _db_reads(api)))
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            load = _steady_load(api.base_url, f"/products/{product['id']}", seconds, connections)
+        finally:
+            stop.set()
+            sampler.join(10)
+        samples.append((time.monotonic(), counter.count(), bool(redis.exists(key))))
     windows = [(later[1] - earlier[1], later[0] - earlier[0]) for earlier, later in zip(samples, samples[1:])]
     return {
-        "reads_per_window": [int(reads) for reads, _ in windows],
+        "reads_per_window": [reads for reads, _ in windows],
         "longest_window_s": max(length for _, length in windows),
-        "total_reads": int(samples[-1][1] - samples[0][1]),
+        "total_reads": samples[-1][1] - samples[0][1],
+        "key_missing_samples": sum(1 for _, _, present in samples if not present),
         **load,
     }
 
@@ -279,10 +283,14 @@ def test_xfetch_refreshes_a_hot_key_before_it_expires(lab, api, measure):
     measure("early_refreshes", int(refreshes))
     measure("misses_under_load", int(misses))
     measure("db_reads_total", run["total_reads"])
+    measure("key_missing_samples", run["key_missing_samples"])
     assert run["failed"] == []
     assert refreshes >= math.floor(seconds / ttl_s), f"expected an early refresh before each expiry, saw {refreshes}"
-    assert misses == 0, f"the hot key went missing {misses} times despite the early refreshes"
-    assert run["total_reads"] == refreshes, "each early refresh should be one database read, and nothing else read"
+    assert run["key_missing_samples"] == 0, "the hot key went missing from Redis despite the early refreshes"
+    assert misses == 0, f"the API counted {misses} misses despite the early refreshes"
+    assert run["total_reads"] == refreshes, (
+        f"PostgreSQL counted {run['total_reads']} reads for {refreshes} early refreshes: each refresh should be "
+        "one database read, and nothing else read")
 
 
 def test_a_dead_lock_holder_delays_the_others_at_most_the_lock_lifetime(lab, api, measure):
@@ -293,7 +301,7 @@ def test_a_dead_lock_holder_delays_the_others_at_most_the_lock_lifetime(lab, api
     product = _product(lab, api)
     lock = f"product:{product['id']}:lock"
     redis = lab.redis()
-    before = _db_reads(api)
+    before = lab.product_reads()
     assert redis.set(lock, "token-of-a-dead-holder", nx=True, px=lock_ttl_ms)
     locked_at = time.monotonic()
     with ThreadPoolExecutor(1) as pool:
@@ -302,7 +310,7 @@ def test_a_dead_lock_holder_delays_the_others_at_most_the_lock_lifetime(lab, api
         held_midway = redis.get(lock)
         replies = burst.result()
     answered_ms = [(reply.done_at - locked_at) * 1000 for reply in replies]
-    reads = _db_reads(api) - before
+    reads = lab.product_reads() - before
     measure("lock_ttl_ms", lock_ttl_ms, "ms")
     measure("first_answer_ms", round(min(answered_ms), 1), "ms")
     measure("last_answer_ms", round(max(answered_ms), 1), "ms")
@@ -350,12 +358,14 @@ def test_redis_down_means_no_cache_not_errors(lab, api, measure, fault):
     to poll; every GET is answered from the database, none fails."""
     api.ensure()
     product = _product(lab, api)
+    reads_before = lab.product_reads()
     lab.fault(fault, REDIS)
     try:
         started = time.monotonic()
         replies = _burst(api.base_url, f"/products/{product['id']}", 50)
         later = [api_client.read(api.base_url, product["id"]) for _ in range(20)]
         elapsed_ms = [(reply.done_at - started) * 1000 for reply in replies]
+        db_reads = lab.product_reads() - reads_before
     finally:
         lab.fault("resume" if fault == "pause" else "start", REDIS)
     back = time.monotonic()
@@ -366,7 +376,11 @@ def test_redis_down_means_no_cache_not_errors(lab, api, measure, fault):
     measure("x_cache", _cache_headers(replies))
     measure("burst_last_answer_ms", round(max(elapsed_ms), 1), "ms")
     measure("p50_ms_after_breaker", round(percentile([r.latency_ms for r in later], 50), 3), "ms")
+    measure("db_reads_with_redis_down", db_reads)
     _assert_all_correct(replies, 4999)
     assert all(r.status == 200 and r.body["price_cents"] == 4999 for r in later)
+    assert db_reads == len(replies) + len(later), (
+        f"{len(replies) + len(later)} GETs with Redis down, PostgreSQL counted {db_reads} reads: each GET must "
+        "be answered from the database")
     assert {r.headers.get("x-cache") for r in replies} == {"bypass"}
     assert {r.cache for r in later} == {"bypass"}

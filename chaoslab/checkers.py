@@ -70,8 +70,7 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     Measure("stale_reads", "", "lectures obsolètes",
             "lectures d'une écriture acquittée, envoyées plus de la tolérance après son acquittement, qui ne "
             "l'ont pas vue (404 ou autre valeur)"),
-    Measure("failed_reads", "", "lectures en échec",
-            "lectures refusées ou sans réponse (hors de la fenêtre où aucune replica n'existe)"),
+    Measure("failed_reads", "", "lectures en échec", "lectures refusées ou sans réponse"),
     # -- parts B to E, measured by their scenarios
     Measure("replication_delay_ms", "ms", "délai de réplication",
             "d'une écriture validée sur le primary à la ligne visible sur la replica"),
@@ -198,16 +197,15 @@ def write_recovery(history: History) -> float | None:
     return first_ack_after(history, NEW_PRIMARY)
 
 
-def longest_write_outage(history: History, since: float | None = None) -> float | None:
-    """``longest_write_outage_s``: the longest stretch, among writes invoked at or after
-    ``since`` (monotonic), from the invoke of a refused or unanswered write to the
-    completion of the next acknowledged one. What a client lived through, whatever
-    caused it (a planned switchover has no fault to measure from).
+def longest_write_outage(history: History) -> float | None:
+    """``longest_write_outage_s``: the longest stretch from the invoke of a refused or
+    unanswered write to the completion of the next acknowledged one (in invoke order).
+    What a client lived through, whatever caused it: a planned switchover has no fault
+    to measure from, and a write sent just before a fault and refused after it counts.
 
     0 if no write was refused; None if writes never came back.
     """
-    writes = sorted(((inv, done) for inv, done in _write_pairs(history) if since is None or inv.time >= since),
-                    key=lambda pair: pair[0].time)
+    writes = sorted(_write_pairs(history), key=lambda pair: pair[0].time)
     longest, refused_since = 0.0, None
     for invoke, done in writes:
         if done.type != "ok":
@@ -250,7 +248,9 @@ def failover_figures(history: History) -> FailoverFigures:
         rto_s=rto(history) if has_fault else None,
         time_to_new_primary_s=time_to_new_primary(history) if has_fault and has_new_primary else None,
         write_recovery_s=write_recovery(history) if has_new_primary else None,
-        longest_write_outage_s=longest_write_outage(history, history.event_time(FAULT)),
+        # The whole history: a write sent just before the fault and refused after it is part
+        # of the outage its client lived through.
+        longest_write_outage_s=longest_write_outage(history),
     )
 
 
@@ -320,14 +320,12 @@ class WorkloadReadsResult:
 
     ``stale``: (id, what came back, seconds since the write's ack) for each read of
     an acknowledged write that was invoked ``grace`` seconds or more after the ack
-    and did not return that write's name. ``failed``: reads refused or unanswered
-    outside the window where failures are excused.
+    and did not return that write's name. ``failed``: reads refused or unanswered.
     """
 
     judged: int
     stale: list[tuple[Any, Any, float]]
     failed: list[Op]
-    excused_failures: int
 
     @property
     def ok(self) -> bool:
@@ -338,28 +336,20 @@ class WorkloadReadsResult:
         return round(max(age for _, _, age in self.stale), 6) if self.stale else None
 
 
-def check_workload_reads(history: History, *, grace: float, lost_names: Iterable[str] = (),
-                         failures_excused: tuple[str, str] | None = None) -> WorkloadReadsResult:
-    """Every read of an acknowledged write must see it once ``grace`` seconds have
-    passed since the ack (the replication lag a reader may see); reads of lost
-    writes are not judged (the lost-write check counts those). A read that fails is
-    a failure unless it was invoked between the events ``failures_excused`` names.
+def check_workload_reads(history: History, *, grace: float, lost_names: Iterable[str] = ()) -> WorkloadReadsResult:
+    """Every read must answer, and every read of an acknowledged write must see it once
+    ``grace`` seconds have passed since the ack (the replication lag a reader may see).
+    Reads of lost writes are not judged: the lost-write check counts those.
     """
     lost = set(lost_names)
     acked = {done.result: (inv.value, done.time) for inv, done in _write_pairs(history)
              if done.type == "ok" and done.result is not None and inv.value not in lost}
-    excused_from, excused_until = (None, None) if failures_excused is None else (
-        _event(history, failures_excused[0]), history.event_time(failures_excused[1]))
-    judged, stale, failed, excused = 0, [], [], 0
+    judged, stale, failed = 0, [], []
     for inv, done in history.pairs():
         if inv.f != "read":
             continue
         if done.type != "ok":
-            if excused_from is not None and inv.time >= excused_from and (
-                    excused_until is None or inv.time < excused_until):
-                excused += 1
-            else:
-                failed.append(done)
+            failed.append(done)
             continue
         if inv.value not in acked:
             continue
@@ -369,4 +359,4 @@ def check_workload_reads(history: History, *, grace: float, lost_names: Iterable
         judged += 1
         if done.result != name:
             stale.append((inv.value, done.result, round(inv.time - ack_time, 6)))
-    return WorkloadReadsResult(judged=judged, stale=stale, failed=failed, excused_failures=excused)
+    return WorkloadReadsResult(judged=judged, stale=stale, failed=failed)

@@ -21,7 +21,15 @@ from .redis_ha import RedisHA
 from .topology import DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES, Credentials, Endpoint
 from .waits import wait_until
 
-FAULTS = ("stop", "kill", "pause", "resume", "start", "restart")
+# The faults, by the brief's verbs, and what each one does to a service (the report says it in French).
+FAULTS = {
+    "stop": "arrêt propre (signal d'arrêt du serveur, comme `docker compose stop`)",
+    "kill": "SIGKILL de tous ses processus à la fois (un crash)",
+    "pause": "SIGSTOP de tous ses processus (un gel : le port accepte encore les connexions, rien ne répond)",
+    "resume": "SIGCONT (reprise après un gel)",
+    "start": "démarrage, puis attente qu'il réponde à son protocole",
+    "restart": "arrêt propre puis démarrage",
+}
 PROMOTE_METHODS = ("pg_ctl", "sql")
 SWITCH_METHODS = ("restart", "reload", "runtime_api")
 
@@ -111,21 +119,12 @@ class Cluster(abc.ABC):
         """Apply a fault by the brief's service name: stop, kill, pause, resume, start, restart."""
         if service not in SERVICES:
             raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
-        if action not in FAULTS:
+        steps = {"stop": (self._stop,), "kill": (self._kill,), "pause": (self._pause,), "resume": (self._resume,),
+                 "start": (self._start,), "restart": (self._stop, self._start)}
+        if action not in steps:
             raise ValueError(f"unknown fault {action!r}; known: {', '.join(FAULTS)}")
-        if action == "stop":
-            self._stop(service)
-        elif action == "kill":
-            self._kill(service)
-        elif action == "pause":
-            self._pause(service)
-        elif action == "resume":
-            self._resume(service)
-        elif action == "start":
-            self._start(service)
-        elif action == "restart":
-            self._stop(service)
-            self._start(service)
+        for step in steps[action]:
+            step(service)
 
     def stop(self, service: str) -> None:
         self.fault("stop", service)
@@ -159,6 +158,18 @@ class Cluster(abc.ABC):
         wait_until(lambda: not pg.in_recovery(self.endpoint(service), self.creds), service=service,
                    expected="pg_is_in_recovery() to be false after promotion", timeout=timeout,
                    log=self.log_path(service))
+
+    def make_synchronous(self, standby: str = REPLICA, timeout: float = 10) -> None:
+        """Synchronous replication to ``standby`` with ``remote_apply``: a commit is acknowledged
+        only once the standby has applied it. Returns once the primary reports it in effect."""
+        primary = self.endpoint(PRIMARY)
+        pg.alter_system(primary, self.creds, "synchronous_standby_names", f'"{standby}"')
+        pg.alter_system(primary, self.creds, "synchronous_commit", "remote_apply")
+        wait_until(lambda: pg.query_one(
+            primary, self.creds, "SELECT sync_state FROM pg_stat_replication WHERE application_name = %s",
+            (standby,), role="superuser", dbname="postgres") == "sync",
+            service=PRIMARY, expected=f"{standby} to be its synchronous standby", timeout=timeout,
+            log=self.log_path(PRIMARY))
 
     # -- HAProxy ----------------------------------------------------------------------
     def use_haproxy_config(self, name: str) -> None:
@@ -266,7 +277,7 @@ class Cluster(abc.ABC):
             self.use_haproxy_config("brief")
         else:
             self.wait_haproxy_settled()
-        self.redis().flushall()
+        self.reset_cache()
         lsn = pg.reset_data(self.endpoint(PRIMARY), self.creds)
         self.wait_replayed(REPLICA, lsn)
 
@@ -303,16 +314,37 @@ class Cluster(abc.ABC):
         wait_until(delay_holds, service=standby, expected=f"an apply delay of {delay_ms} ms to hold",
                    timeout=timeout, interval=0.05, log=self.log_path(standby))
 
+    def wait_caught_up(self, standby: str = REPLICA, timeout: float = 15) -> None:
+        """Until ``standby`` has replayed everything the primary has written so far."""
+        self.wait_replayed(standby, pg.current_lsn(self.endpoint(PRIMARY), self.creds), timeout)
+
     def wait_replayed(self, standby: str, lsn: str, timeout: float = 15) -> None:
         wait_until(lambda: pg.replayed(self.endpoint(standby), self.creds, lsn), service=standby,
                    expected=f"to replay the WAL up to {lsn}", timeout=timeout, log=self.log_path(standby))
 
     # -- clients ------------------------------------------------------------------------
+    def product_read_counter(self) -> pg.ProductReadCounter:
+        """Counts the SELECTs of the products table run by the database nodes that are up, as
+        each node counts them (pg_stat_statements): the API's reads seen from PostgreSQL."""
+        return pg.ProductReadCounter([self.endpoint(node) for node in DB_NODES
+                                      if self.is_running(node) and not self.is_paused(node)], self.creds)
+
+    def product_reads(self) -> int:
+        with self.product_read_counter() as counter:
+            return counter.count()
+
     def dsn(self, service: str, role: str = "app") -> str:
         return pg.conninfo(self.endpoint(service), self.creds, role=role)
 
     def redis(self) -> redis_client.Redis:
         return redis_probe.client(self.endpoint(REDIS), timeout=2)
+
+    def reset_cache(self) -> None:
+        """Redis empty, and its snapshot too: a scenario that saved one (to show what a Redis
+        with persistence brings back after a restart) must not hand its keys to the next."""
+        client = self.redis()
+        client.flushall()
+        client.save()
 
     def versions(self) -> dict[str, str]:
         versions = {"postgresql": pg.server_version(self.endpoint(PRIMARY), self.creds),

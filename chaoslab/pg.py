@@ -75,6 +75,41 @@ def ensure_products_table(endpoint: Endpoint, creds: Credentials) -> None:
             conn.execute(PRODUCTS_DDL)
 
 
+def enable_statement_counts(endpoint: Endpoint, creds: Credentials) -> None:
+    """pg_stat_statements in the application's database (the server preloads the library);
+    a standby cloned from this node gets the extension with the rest."""
+    with connect(endpoint, creds, role="superuser") as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+
+
+# SELECTs of the products table, as pg_stat_statements counts them in this database.
+_PRODUCT_READS = ("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+                  "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+                  "AND query ILIKE 'select%from products%'")
+
+
+class ProductReadCounter:
+    """How many SELECTs of the products table some nodes have run, as PostgreSQL itself
+    counts them (pg_stat_statements): the API's database reads, seen from outside it.
+    One open connection per node, so that it can be sampled every few milliseconds."""
+
+    def __init__(self, endpoints: list[Endpoint], creds: Credentials) -> None:
+        self._connections = [connect(endpoint, creds, role="superuser") for endpoint in endpoints]
+
+    def count(self) -> int:
+        return sum(int(conn.execute(_PRODUCT_READS).fetchone()[0]) for conn in self._connections)
+
+    def close(self) -> None:
+        for conn in self._connections:
+            conn.close()
+
+    def __enter__(self) -> "ProductReadCounter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def reset_data(endpoint: Endpoint, creds: Credentials) -> str:
     """Empty the products table; returns the LSN a standby must replay to see it empty."""
     ensure_products_table(endpoint, creds)

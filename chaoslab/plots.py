@@ -22,7 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 SERIES_LABELS = {"cache_off": "sans cache", "cache_warm": "cache chaud"}
 OUTCOME_COLORS = {"ok": "#2e7d32", "fail": "#c62828", "unknown": "#f9a825"}
 OUTCOME_LABELS = {"ok": "ok", "fail": "échec", "unknown": "inconnu (timeout)"}
-EVENT_LABELS = {"fault": "panne", "promote": "promotion", "switch": "bascule"}
+EVENT_LABELS = {"fault": "panne", "promote": "promotion", "switch": "bascule", "new-primary": "nouveau primary",
+                "old-primary-back": "retour de l'ancien primary", "rejoined": "ancien primary en replica"}
 
 
 def _load(source: str | os.PathLike[str] | Mapping[str, Any]) -> Mapping[str, Any]:

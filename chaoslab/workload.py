@@ -3,8 +3,10 @@
 Writers ``POST /products`` with names that are unique across the run (and,
 through a per-run prefix, across runs sharing one database), so a checker can
 later ask the database which acknowledged writes survived. Readers
-``GET /products/{id}`` on ids the writers got acknowledged, the newest first,
-because a fresh write is the one a lagging replica has not replayed yet.
+``GET /products/{id}`` on ids the writers got acknowledged: every other read is of
+the newest, because a fresh write is the one a lagging replica has not replayed yet,
+and the others of an older one drawn at random, which every node should hold by
+now (a checker judges those: ``check_workload_reads``).
 
 Each op is recorded as an invoke, then exactly one of ok / fail / unknown (see
 ``classify_response`` and ``classify_exception`` for where the line is drawn).
@@ -16,6 +18,7 @@ deadline by at most ``request_timeout``.
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
 import uuid
@@ -124,6 +127,7 @@ class Workload:
         self._lock = threading.Lock()
         self._ops_claimed = 0
         self._acked_ids: list[int] = []
+        self._random = random.Random(self.name_prefix)   # the same reads for the same run prefix
         self._threads: list[threading.Thread] = []
         self._deadline: float | None = None
 
@@ -234,7 +238,9 @@ class Workload:
         if self._read_ids:
             return self._read_ids[turn % len(self._read_ids)]
         with self._lock:
-            return self._acked_ids[-1] if self._acked_ids else None
+            if not self._acked_ids:
+                return None
+            return self._acked_ids[-1] if turn % 2 == 0 else self._random.choice(self._acked_ids)
 
     def _finished(self) -> bool:
         """Out of time or out of ops: a reader waiting for a first ack gives up too."""

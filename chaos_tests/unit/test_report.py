@@ -56,25 +56,41 @@ def results_file(tmp_path: Path) -> Path:
         _test("chaos_tests/test_d_cache.py::test_before_after", ["cache"], duration=7.0,
               attachments={"latency_samples": "reports/data/latency.json"},
               get_p50_ms_cache_off=5.1, get_p95_ms_cache_off=9.87, get_p50_ms_cache_warm=1.05,
-              get_p95_ms_cache_warm=2.2, db_queries_cache_off=500, db_queries_cache_warm=7,
+              get_p95_ms_cache_warm=2.2, db_reads_cache_off=500, db_reads_cache_warm=0,
               requests_measured=500),
+        _test("chaos_tests/test_d_cache.py::test_ttl_in_redis_is_in_the_briefs_range", ["cache"], cache_ttl_s=600,
+              outcome="failed"),
+        _test("chaos_tests/test_d_cache.py::test_put_invalidates_the_key", ["cache"]),
         _test("chaos_tests/test_d_cache.py::test_race[off]", ["cache"], param_id="off",
-              race_stale_window_ms=59876.4, race_guard="off", cache_ttl_s=60),
+              race_stale_window_ms=59876.4, race_guard="off", ttl_setting_s=4),
         _test("chaos_tests/test_d_cache.py::test_race[on]", ["cache"], param_id="on",
-              race_stale_window_ms=0, race_guard="on", cache_ttl_s=60),
+              race_stale_window_ms=0, race_guard="on", ttl_setting_s=4),
         _test("chaos_tests/test_e_resilience.py::test_redis[pause]", ["resilience"], param_id="pause",
-              responses_5xx=0, responses_total=200, p50_ms_breaker_open=3.3, p50_ms_no_cache=4.4),
+              failed_reads=0, reads_total=200, p50_ms_breaker_open=3.3, p50_ms_no_cache=4.4),
+        _test("chaos_tests/test_e_resilience.py::test_write[pause]", ["resilience"], param_id="pause",
+              put_during_outage_ms=101.5),
         _test("chaos_tests/test_e_resilience.py::test_replica[error]", ["resilience"], param_id="error",
               replica_policy="error", status_codes="503:50"),
         _test("chaos_tests/test_f_failover.py::test_failover[kill-runtime_api]", ["failover"],
               param_id="kill-runtime_api", duration=20.0,
-              attachments={"timeline": "reports/data/timeline.json"},
-              fault="kill", switch="runtime_api", rto_s=1.42, lost_writes=3, unknown_writes=2,
-              acked_writes=917, synchronous="off"),
+              attachments={"timeline": "reports/data/timeline.json"}, failover_kind="manual",
+              fault="kill", switch="runtime_api", rto_s=1.42, time_to_new_primary_s=1.1, write_recovery_s=0.32,
+              longest_write_outage_s=1.5, lost_writes=3, unknown_writes=2, acked_writes=917, synchronous="off",
+              failed_but_present_writes=0, reads_judged=100, stale_reads=0, failed_reads=0),
         _test("chaos_tests/test_f_failover.py::test_failover[stop-restart]", ["failover"],
-              param_id="stop-restart", duration=30.0,
-              fault="stop", switch="restart", rto_s=4.75, lost_writes=0, unknown_writes=1,
-              acked_writes=800, synchronous="off"),
+              param_id="stop-restart", duration=30.0, failover_kind="manual",
+              fault="stop", switch="restart", rto_s=4.75, time_to_new_primary_s=2.5, write_recovery_s=2.25,
+              longest_write_outage_s=4.8, lost_writes=0, unknown_writes=1, acked_writes=800, synchronous="off",
+              failed_but_present_writes=0, reads_judged=50, stale_reads=0, failed_reads=0),
+        _test("chaos_tests/test_patroni.py::test_leader_node_lost[async]", ["patroni"], param_id="async",
+              failover_kind="automatic", fault="SIGKILL du nœud", synchronous="off", rto_s=11.5,
+              time_to_new_primary_s=10.5, write_recovery_s=1.0, longest_write_outage_s=11.6, lost_writes=0,
+              unknown_writes=0, acked_writes=300),
+        _test("chaos_tests/test_patroni.py::test_planned_switchover[async]", ["patroni"], param_id="async",
+              failover_kind="planned", fault="bascule planifiée", synchronous="off", write_recovery_s=0.9,
+              longest_write_outage_s=3.1, lost_writes=0, unknown_writes=0, acked_writes=250),
+        _test("chaos_tests/test_patroni.py::test_old_primary_rejoins_with_pg_rewind[async]", ["patroni"],
+              param_id="async", rewound_writes=20),
         _test("chaos_tests/test_x_bonus.py::test_stampede", ["stampede"]),
     ]
     results = {
@@ -97,14 +113,26 @@ def test_report_uses_the_figures_of_the_run(results_file: Path, tmp_path: Path):
     for expected in (
         "15.14", "7.0.15", "2.6.12", "3.11.2", "98,8 s", "local",      # header
         "3,21 ms", "1234 ms", "321,5 ms",                                  # replication, haproxy
-        "**TTL : 60 s**", "5,1 ms", "1,05 ms", "9,87 ms", "÷71,4",          # cache, 500/7 queries
-        "60 s", "0 ms", "59876 ms",                                        # race off/on; ttl
-        "0 / 200", "3,3 ms", "503:50",                                     # resilience
+        "5,1 ms", "1,05 ms", "9,87 ms", "| Lectures SQL d'un produit | 500 | 0 | −100 % |",   # cache
+        "| GET p50 | 5,1 ms | 1,05 ms | −79 % |",
+        "**TTL : 600 s**, lu dans Redis, **hors** de la fourchette 30–120 s",   # the TTL as measured
+        "(clé absente de Redis juste après le `PUT` : réussi)",
+        "4 s", "0 ms", "59876 ms",                                         # race off/on; ttl setting
+        "0 / 200", "3,3 ms", "503:50", "101,5 ms",                         # resilience
         "1,42 s", "4,75 s", "917", "`failover[kill-runtime_api]`", "runtime_api",    # failover
+        "| `leader_node_lost[async]` | SIGKILL du nœud | off | 10,5 s | 1 s | 11,5 s | 11,6 s |",
+        "| `planned_switchover[async]` | bascule planifiée | off | sans objet | 0,9 s | sans objet | 3,1 s |",
+        "20 écriture(s) effacées par pg_rewind",
+        "bascule à la main 3,08 s (2 mesures), failover Patroni après une panne 11,5 s (1 mesure)",
+        "reprise des écritures la plus rapide mesurée : `runtime_api`, 0,32 s ; méthode du sujet, `restart` : 2,25 s",
+        "en asynchrone : 3 perdue(s) sur 2267 acquittée(s)",
+        "efface à dessein 20 écriture(s)",
         "```mermaid", "│  HAProxy   │", "product:{id}",
         "| Réplication | 1/2 | 2,5/5 |", "1/1 tests réussis",              # grade, bonus
     ):
         assert expected in text, expected
+    # every figure shown is defined under its table, once
+    assert text.count("- **RTO** :") == 1
     # figures the run did not measure are said to be missing, never invented
     assert "non mesuré dans cette exécution" in text
     assert "D4 (modifier puis relire aussitôt) : non mesuré dans cette exécution" in text
@@ -302,12 +330,12 @@ def test_report_shows_the_bonus_figures(tmp_path: Path):
         _test("chaos_tests/test_stampede.py::test_cold_key[off]", ["stampede"], param_id="off",
               concurrent_gets=150, db_reads_cold_key_protection_off=137),
         _test("chaos_tests/test_sentinel.py::test_master_failover_under_load[kill]", ["sentinel"], param_id="kill",
-              fault="kill", sentinel_promotion_s=2.33, cache_hits_resume_s=4.11, responses_5xx=0,
-              responses_total=1548),
+              fault="kill", sentinel_promotion_s=2.33, cache_hits_resume_s=4.11, failed_reads=0,
+              reads_total=1548),
     ]}
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
     text = report.write_report(path, tmp_path / "report.md").read_text(encoding="utf-8")
-    assert "| clé froide, GET concurrents, avec protection : lectures SQL | 1 |" in text
-    assert "| clé froide, GET concurrents, sans protection : lectures SQL | 137 |" in text
+    assert "| clé froide, GET concurrents, avec protection | 1 |" in text
+    assert "| clé froide, GET concurrents, sans protection | 137 |" in text
     assert "| `kill` | 2,33 s | 4,11 s | 0 / 1548 | réussi |" in text

@@ -271,7 +271,7 @@ def test_a_503_window_shows_as_recovery_time_and_no_write_is_lost(api: tuple[Fak
 
     recovered_after = rto(wl.history)
     assert recovered_after is not None and recovered_after > 0
-    outage = longest_write_outage(wl.history, since=fault)
+    outage = longest_write_outage(wl.history)
     assert outage is not None and outage > 0
     assert fault + recovered_after >= healed, "no write may succeed while the API answers 503"
     lost = check_lost_writes(wl.history, fake.names())

@@ -48,6 +48,10 @@ hot_standby = on
 wal_log_hints = on                  # pg_rewind needs it to rejoin an old primary
 wal_receiver_status_interval = 1s   # standby feedback every second: fresh lag figures
 wal_retrieve_retry_interval = 500ms # a standby retries a lost primary quickly
+# Counts every statement the moment it ends (the table counters of pg_stat_user_tables
+# reach readers only when a backend flushes them: 10 s later, measured here): the
+# scenarios count the API's database reads with it, from PostgreSQL's own side.
+shared_preload_libraries = 'pg_stat_statements'
 # A killed server loses nothing the OS already has, and this lab never crashes the OS:
 # skipping fsync keeps start-up and tests fast without changing what the scenarios show.
 fsync = off
@@ -102,6 +106,7 @@ class PostgresNode:
         self.start()
         pg.bootstrap_roles(self.endpoint, self.creds)
         pg.ensure_products_table(self.endpoint, self.creds)
+        pg.enable_statement_counts(self.endpoint, self.creds)
 
     def clone_from(self, primary: "PostgresNode") -> None:
         """The brief's replica, made the real way: pg_basebackup -R -X stream with a slot."""

@@ -16,8 +16,8 @@ from chaoslab.local.redis import RedisNode
 from chaoslab.rundir import RunDir
 from chaoslab.topology import Endpoint
 
-pytestmark = pytest.mark.setup
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.harness
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

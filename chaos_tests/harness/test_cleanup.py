@@ -15,8 +15,8 @@ import pytest
 from chaoslab import rundir
 from chaoslab.waits import wait_until
 
-pytestmark = pytest.mark.setup
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.harness
+REPO = Path(__file__).resolve().parents[2]
 
 # An inner pytest session that starts the lab, says where it is, then waits to be interrupted.
 INNER_TEST = textwrap.dedent("""
