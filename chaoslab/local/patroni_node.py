@@ -18,7 +18,6 @@ from pathlib import Path
 
 import requests
 
-from ..errors import LabError
 from .process import ServerProcess, ServerUser
 from ..rundir import RunDir, alive, kill_tree, signal_tree
 from ..topology import Credentials, Endpoint
@@ -100,13 +99,8 @@ class PatroniNode:
     def start(self) -> None:
         """Start Patroni (it starts, clones or rewinds PostgreSQL by itself) and wait for its REST API."""
         self.process.start()
-        wait_until(self._rest_answers, service=self.name, expected=f"Patroni's REST API to answer on {self.rest}",
-                   timeout=30, log=self.log)
-
-    def _rest_answers(self) -> bool:
-        if not self.process.running():
-            raise LabError(self.name, "Patroni to run", self.log, "the process exited")
-        return self.status() is not None
+        self.process.wait_answering(lambda: self.status() is not None,
+                                    expected=f"Patroni's REST API to answer on {self.rest}", timeout=30)
 
     def stop(self, timeout: float = 20) -> None:
         """Patroni's own clean stop (it shuts PostgreSQL down first); then nothing of the node is left."""
