@@ -53,6 +53,3 @@ class EtcdNode:
         self.process.wait_answering(
             lambda: requests.get(f"{self.url}/health", timeout=1).json().get("health") == "true",
             expected=f"GET /health to say healthy on {self.client}", timeout=timeout)
-
-    def version(self) -> str:
-        return requests.get(f"{self.url}/version", timeout=2).json().get("etcdserver", "")

@@ -116,9 +116,6 @@ class PatroniNode:
         except (requests.RequestException, ValueError):
             return None
 
-    def rest_get(self, path: str, timeout: float = 1.0) -> requests.Response:
-        return requests.get(f"http://{self.rest}{path}", timeout=timeout)
-
     # -- PostgreSQL, started by Patroni ---------------------------------------------------------
     def _postmaster(self) -> tuple[int, list[str]] | None:
         """This node's live postmaster (pid, /proc stat fields), told by its postmaster.pid."""
@@ -135,15 +132,6 @@ class PatroniNode:
         except OSError:
             return None
         return pid, stat
-
-    def postmaster_group(self) -> int | None:
-        """The process group of this node's postmaster (not its pid: Patroni's helper called setsid,
-        then started the postmaster). Only the postmaster is in it, see ``_freeze_postgres``."""
-        postmaster = self._postmaster()
-        return int(postmaster[1][2]) if postmaster else None
-
-    def postgres_running(self) -> bool:
-        return self._postmaster() is not None
 
     def _freeze_postgres(self) -> list[int]:
         """SIGSTOP the postmaster, then every process under it (see rundir.process_tree:
