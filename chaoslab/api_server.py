@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from .cluster import Cluster
 from .errors import LabError
@@ -106,18 +107,17 @@ class ApiServer:
         self.run_dir.remove()
 
     def metric(self, name: str, **labels: str) -> float:
-        """One sample of the API's Prometheus metrics (0 if absent)."""
-        text = requests.get(f"{self.base_url}/metrics", timeout=5).text
-        wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith("#") or not line.startswith(name):
-                continue
-            series, _, value = line.rpartition(" ")
-            metric, _, label_text = series.partition("{")
-            if metric != name:
-                continue
-            present = ",".join(sorted(label_text.rstrip("}").split(","))) if label_text else ""
-            if all(part in present.split(",") for part in wanted.split(",") if part):
-                total += float(value)
-        return total
+        """The sum of the samples of ``name`` with these labels in GET /metrics (see ``sample_sum``)."""
+        return sample_sum(requests.get(f"{self.base_url}/metrics", timeout=5).text, name, **labels)
+
+
+def sample_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples named ``name`` whose labels include ``labels``, 0 if there are none.
+
+    ``name`` is a sample's name, not its family's: a counter ``db_queries`` exposes
+    ``db_queries_total`` (and ``db_queries_created``), so ``sample_sum(text, "db_queries_total")``.
+    """
+    wanted = {key: str(value) for key, value in labels.items()}
+    return sum((sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                if sample.name == name and all(sample.labels.get(key) == value for key, value in wanted.items())),
+               0.0)

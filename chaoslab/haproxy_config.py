@@ -39,10 +39,6 @@ def source(name: str) -> str:
         raise ValueError(f"unknown HAProxy config {name!r}; known: {', '.join(CONFIGS)}") from None
 
 
-def has_read_frontend(text: str) -> bool:
-    return READ_BIND in text
-
-
 def point_brief_writes_at(text: str, service: str) -> str:
     """The brief's F3: edit ``server primary db-primary:5432`` to name another node."""
     if service not in DB_NODES:

@@ -48,14 +48,6 @@ def replayed(endpoint: Endpoint, creds: Credentials, lsn: str) -> bool:
     return bool(query_one(endpoint, creds, "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)))
 
 
-def streaming_from(endpoint: Endpoint, creds: Credentials) -> int | None:
-    """The port of the primary this standby streams from, or None if it does not stream."""
-    return query_one(
-        endpoint, creds,
-        "SELECT sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming'", role="superuser",
-    )
-
-
 def bootstrap_roles(endpoint: Endpoint, creds: Credentials) -> None:
     """The brief's users and database, the replication role and HAProxy's check role."""
     with connect(endpoint, creds, role="superuser", dbname="postgres") as conn:

@@ -259,12 +259,7 @@ def _run_section(config: pytest.Config, state: _RunState, exitstatus: int) -> di
         "exit_status": int(exitstatus),
         "versions": {"python": platform.python_version()},
     }
-    legacy = getattr(config, "_chaoslab_versions", None)
-    extra: list[dict[str, Any]] = []
-    if isinstance(legacy, dict):
-        extra.append({"versions": legacy})
-    extra.append(state.run_info)
-    extra += [d for d in config.hook.pytest_chaoslab_run_info(config=config) if isinstance(d, dict)]
+    extra = [state.run_info, *(d for d in config.hook.pytest_chaoslab_run_info(config=config) if isinstance(d, dict))]
     for info in extra:
         for key, value in info.items():
             if key == "versions" and isinstance(value, dict):

@@ -17,3 +17,12 @@ from .topology import Endpoint
 def client(endpoint: Endpoint, timeout: float = 1.0) -> redis.Redis:
     return redis.Redis(host=endpoint.host, port=endpoint.port, socket_timeout=timeout,
                        socket_connect_timeout=timeout, decode_responses=True, retry=Retry(NoBackoff(), 0))
+
+
+def ping(endpoint: Endpoint, timeout: float = 0.5) -> bool:
+    """One PING on a fresh connection, closed afterwards: a readiness probe for redis-server or Sentinel."""
+    connection = client(endpoint, timeout=timeout)
+    try:
+        return connection.ping()
+    finally:
+        connection.close()

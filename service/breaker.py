@@ -53,10 +53,6 @@ class CircuitBreaker:
     def state(self) -> BreakerState:
         return self._state
 
-    @property
-    def consecutive_failures(self) -> int:
-        return self._failures
-
     def allow_request(self) -> bool:
         """Say whether a call may go to the dependency now; a True may be the probe."""
         if self._state is BreakerState.CLOSED:

@@ -25,9 +25,3 @@ def parse_lsn(text: str) -> int:
         raise ValueError(f"not a WAL position: {text!r}")
     high, low = match.groups()
     return (int(high, 16) << 32) | int(low, 16)
-
-
-def format_lsn(value: int) -> str:
-    if not 0 <= value <= MAX_LSN:
-        raise ValueError(f"WAL position out of range: {value}")
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"

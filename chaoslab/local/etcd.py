@@ -11,11 +11,9 @@ from dataclasses import dataclass
 
 import requests
 
-from ..errors import LabError
 from .process import ServerProcess, ServerUser
 from ..rundir import RunDir
 from ..topology import Endpoint
-from ..waits import wait_until
 
 
 @dataclass
@@ -52,12 +50,6 @@ class EtcdNode:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 20) -> None:
-        def healthy() -> bool:
-            if not self.process.running():
-                raise LabError(self.name, "etcd to start", self.log, "the process exited")
-            return requests.get(f"{self.url}/health", timeout=1).json().get("health") == "true"
-        wait_until(healthy, service=self.name, expected=f"GET /health to say healthy on {self.client}",
-                   timeout=timeout, log=self.log)
-
-    def version(self) -> str:
-        return requests.get(f"{self.url}/version", timeout=2).json().get("etcdserver", "")
+        self.process.wait_answering(
+            lambda: requests.get(f"{self.url}/health", timeout=1).json().get("health") == "true",
+            expected=f"GET /health to say healthy on {self.client}", timeout=timeout)

@@ -49,12 +49,8 @@ class HAProxyNode:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 15) -> None:
-        def answers() -> bool:
-            if not self.process.running():
-                raise LabError(self.name, "haproxy to start", self.log, "the process exited")
-            return "Pid:" in self.command("show info")
-        wait_until(answers, service=self.name, expected=f"its runtime API to answer on {self.socket}",
-                   timeout=timeout, log=self.log)
+        self.process.wait_answering(lambda: "Pid:" in self.command("show info"),
+                                    expected=f"its runtime API to answer on {self.socket}", timeout=timeout)
 
     def worker_pid(self) -> str:
         for line in self.command("show info").splitlines():

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import requests
 
-from ..errors import LabError
 from .process import ServerProcess, ServerUser
 from ..rundir import RunDir, alive, kill_tree, signal_tree
 from ..topology import Credentials, Endpoint
@@ -100,13 +99,8 @@ class PatroniNode:
     def start(self) -> None:
         """Start Patroni (it starts, clones or rewinds PostgreSQL by itself) and wait for its REST API."""
         self.process.start()
-        wait_until(self._rest_answers, service=self.name, expected=f"Patroni's REST API to answer on {self.rest}",
-                   timeout=30, log=self.log)
-
-    def _rest_answers(self) -> bool:
-        if not self.process.running():
-            raise LabError(self.name, "Patroni to run", self.log, "the process exited")
-        return self.status() is not None
+        self.process.wait_answering(lambda: self.status() is not None,
+                                    expected=f"Patroni's REST API to answer on {self.rest}", timeout=30)
 
     def stop(self, timeout: float = 20) -> None:
         """Patroni's own clean stop (it shuts PostgreSQL down first); then nothing of the node is left."""
@@ -121,9 +115,6 @@ class PatroniNode:
             return requests.get(f"http://{self.rest}/patroni", timeout=timeout).json()
         except (requests.RequestException, ValueError):
             return None
-
-    def rest_get(self, path: str, timeout: float = 1.0) -> requests.Response:
-        return requests.get(f"http://{self.rest}{path}", timeout=timeout)
 
     # -- PostgreSQL, started by Patroni ---------------------------------------------------------
     def _postmaster(self) -> tuple[int, list[str]] | None:
@@ -141,15 +132,6 @@ class PatroniNode:
         except OSError:
             return None
         return pid, stat
-
-    def postmaster_group(self) -> int | None:
-        """The process group of this node's postmaster (not its pid: Patroni's helper called setsid,
-        then started the postmaster). Only the postmaster is in it, see ``_freeze_postgres``."""
-        postmaster = self._postmaster()
-        return int(postmaster[1][2]) if postmaster else None
-
-    def postgres_running(self) -> bool:
-        return self._postmaster() is not None
 
     def _freeze_postgres(self) -> list[int]:
         """SIGSTOP the postmaster, then every process under it (see rundir.process_tree:

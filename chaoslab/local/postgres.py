@@ -12,7 +12,6 @@ from .. import pg
 from ..errors import LabError
 from ..rundir import RunDir
 from ..topology import Credentials, Endpoint, slot_name
-from ..waits import wait_until
 from .process import ServerProcess, ServerUser
 
 
@@ -138,12 +137,9 @@ class PostgresNode:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 30) -> None:
-        def answers() -> bool:
-            if not self.process.running():
-                raise LabError(self.name, "PostgreSQL to start", self.log, "the server exited")
-            return pg.query_one(self.endpoint, self.creds, "SELECT 1", role="superuser", dbname="postgres") == 1
-        wait_until(answers, service=self.name, expected=f"PostgreSQL to answer on {self.endpoint}",
-                   timeout=timeout, log=self.log)
+        self.process.wait_answering(
+            lambda: pg.query_one(self.endpoint, self.creds, "SELECT 1", role="superuser", dbname="postgres") == 1,
+            expected=f"PostgreSQL to answer on {self.endpoint}", timeout=timeout)
 
     def promote_with_pg_ctl(self) -> None:
         self._tool("pg_ctl", "promote", "-D", str(self.data), "-w", "-t", "30",

@@ -13,11 +13,13 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 from ..errors import LabError
 from ..rundir import RunDir, alive, kill_tree, signal_tree
 from ..waits import wait_until
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,19 @@ class ServerProcess:
                 raise LabError(self.name, f"to start {self.args[0]}", self.log, "the program is not installed") from None
         self.pid = self._popen.pid
         self.run_dir.record_process_group(self.name, self.pid)
+
+    def wait_answering(self, probe: Callable[[], T], *, expected: str, timeout: float) -> T:
+        """Poll ``probe`` (the server's own protocol) until it answers; return its answer.
+
+        If the process is gone, waiting cannot help: a LabError naming the server,
+        ``expected`` and its log ends the wait at once. Otherwise this is
+        ``wait_until``: exceptions from the probe mean "not yet", but a LabError is final.
+        """
+        def answers() -> T:
+            if not self.running():
+                raise LabError(self.name, expected, self.log, "the process exited")
+            return probe()
+        return wait_until(answers, service=self.name, expected=expected, timeout=timeout, log=self.log)
 
     def signal_tree(self, sig: int) -> None:
         """Signal the server and every process it started (see rundir.process_tree)."""

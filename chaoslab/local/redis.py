@@ -7,10 +7,8 @@ import shutil
 from dataclasses import dataclass
 
 from .. import redis_probe
-from ..errors import LabError
 from ..rundir import RunDir
 from ..topology import Endpoint
-from ..waits import wait_until
 from .process import ServerProcess, ServerUser
 
 REDIS_CONF = """\
@@ -49,12 +47,5 @@ class RedisNode:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 15) -> None:
-        def pong() -> bool:
-            if not self.process.running():
-                raise LabError(self.name, "redis-server to start", self.log, "the server exited")
-            client = redis_probe.client(self.endpoint, timeout=0.5)
-            try:
-                return client.ping()
-            finally:
-                client.close()
-        wait_until(pong, service=self.name, expected=f"PONG on {self.endpoint}", timeout=timeout, log=self.log)
+        self.process.wait_answering(lambda: redis_probe.ping(self.endpoint), expected=f"PONG on {self.endpoint}",
+                                    timeout=timeout)

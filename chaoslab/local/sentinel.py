@@ -11,11 +11,9 @@ import signal
 from dataclasses import dataclass
 
 from .. import redis_probe
-from ..errors import LabError
 from ..redis_ha import MASTER_NAME, SENTINEL_TIMINGS, RedisHA
 from ..rundir import RunDir
 from ..topology import Endpoint
-from ..waits import wait_until
 from .process import ServerProcess, ServerUser
 from .redis import RedisNode
 
@@ -55,16 +53,8 @@ class SentinelNode:
 
     def start(self, timeout: float = 15) -> None:
         self.process.start()
-
-        def answers() -> bool:
-            if not self.process.running():
-                raise LabError(self.name, "redis-sentinel to start", self.log, "the process exited")
-            client = redis_probe.client(self.endpoint, timeout=0.5)
-            try:
-                return client.ping()
-            finally:
-                client.close()
-        wait_until(answers, service=self.name, expected=f"PONG on {self.endpoint}", timeout=timeout, log=self.log)
+        self.process.wait_answering(lambda: redis_probe.ping(self.endpoint), expected=f"PONG on {self.endpoint}",
+                                    timeout=timeout)
 
 
 class LocalRedisHA(RedisHA):
