@@ -23,13 +23,15 @@ pytestmark = pytest.mark.failover
 FAST_FAILURE_S = 5      # a write with no primary must fail within this, never hang
 
 
-def _write_is_refused_fast(api, why: str) -> None:
+def _write_fails_fast(api, why: str) -> None:
+    """An explicit, fast failure: 503 (nothing written), or 502/504 if the API cannot know
+    whether a write it sent was committed; never a 2xx, a hang or a bare 500."""
     started = time.monotonic()
     response = steps.post_product(api, "while-no-primary")
     elapsed = time.monotonic() - started
-    assert response.status_code == 503, f"{why}: expected an explicit 503, got {response.status_code}"
-    assert elapsed < FAST_FAILURE_S, f"the refused write took {elapsed:.1f}s: it should fail fast"
-    assert response.headers.get("Retry-After"), "a 503 must say when to retry"
+    assert response.status_code in (502, 503, 504), f"{why}: expected the write to fail, got {response.status_code}"
+    assert elapsed < FAST_FAILURE_S, f"the failed write took {elapsed:.1f}s: it should fail fast"
+    assert response.headers.get("Retry-After"), "a write that failed must say when to retry"
     assert "error" in response.json()
 
 
@@ -46,6 +48,7 @@ def _run_failover(lab, api, measure, request, *, fault: str, switch: str, promot
                   synchronous: bool = False) -> steps.FailoverVerdict:
     if switch == "role_aware":
         lab.use_haproxy_config("role_aware")
+        api.ensure()   # HAProxy restarted under the API: wait until its pools reconnect
     if synchronous:
         lab.make_synchronous(REPLICA)
     unread = api_client.create(api.base_url, "never-read-by-the-workload", 1)
@@ -55,12 +58,12 @@ def _run_failover(lab, api, measure, request, *, fault: str, switch: str, promot
         steps.wait_for_new_acks(workload, 30)
         lab.fault(fault, PRIMARY)
         history.mark(FAULT)
-        _write_is_refused_fast(api, "F1, no primary")
+        _write_fails_fast(api, "F1, no primary")
         _f1_reads_come_from_the_replica(lab, api, unread)
         history.mark("promote")
         lab.promote(REPLICA, method=promote)                                        # F2
         if switch != "role_aware":   # the role-aware checks follow the promotion by themselves
-            _write_is_refused_fast(api, "promoted, but HAProxy still sends writes to the old primary")
+            _write_fails_fast(api, "promoted, but HAProxy still sends writes to the old primary")
             history.mark("switch")
             lab.switch_writes(REPLICA, switch)                                      # F3
         history.mark(NEW_PRIMARY)

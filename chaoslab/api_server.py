@@ -97,10 +97,24 @@ class ApiServer:
         self.start(**settings)
 
     def ensure(self, **settings: str) -> None:
-        """Running with exactly these settings: restart only if they differ."""
+        """Running with exactly these settings (restarted only if they differ), and ready: every
+        dependency answers it and no breaker is open. A lab restored to its baseline may have
+        restarted HAProxy or a node under the API, whose pools then need a moment to reconnect."""
         wanted = {key: str(value) for key, value in settings.items()}
         if self._process is None or self._process.poll() is not None or wanted != self.settings:
             self.restart(**wanted)
+
+        # A read and a write of an id that does not exist: they pass through Redis, the replica
+        # and the primary (closing a breaker a past outage left open) and change nothing.
+        missing = f"{self.base_url}/products/{2**31 - 1}"
+
+        def ready() -> bool:
+            if requests.get(f"{self.base_url}/health", timeout=5).json()["status"] != "ok":
+                return False
+            return (requests.get(missing, timeout=5).status_code == 404 and requests.put(
+                missing, json={"name": "readiness", "price_cents": 0}, timeout=5).status_code == 404)
+        wait_until(ready, service=API, expected=f"GET /health ok, and GET and PUT of {missing} answered 404",
+                   timeout=20, interval=0.1, log=self.log)
 
     def close(self) -> None:
         self.stop()

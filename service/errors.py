@@ -57,6 +57,18 @@ class ServiceUnavailable(ApiError):
         self.service = service
 
 
+class WriteOutcomeUnknown(ApiError):
+    """A write reached the database, then the connection broke (502) or the attempt timed
+    out (504) before its answer: it may or may not have been committed. Saying 503 here
+    would tell the client that nothing happened, which may be false (a primary killed
+    between its commit and its reply); the client should read the product back."""
+
+    def __init__(self, message: str, *, service: str, timed_out: bool, retry_after: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after))}, service=service,
+                         outcome="unknown")
+        self.status_code = 504 if timed_out else 502
+
+
 def error_response(
     status_code: int, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
 ) -> JSONResponse:

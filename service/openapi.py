@@ -13,7 +13,9 @@ _ERROR_RESPONSES = {
     "413": "PayloadTooLarge",
     "415": "UnsupportedMediaType",
     "422": "UnprocessableEntity",
+    "502": "WriteOutcomeUnknown",
     "503": "ServiceUnavailable",
+    "504": "WriteOutcomeUnknown",
 }
 
 
@@ -90,7 +92,7 @@ def openapi_document() -> dict[str, Any]:
                             },
                             "content": _json(_ref("schemas", "Product")),
                         },
-                        **_errors("400", "413", "415", "422", "503"),
+                        **_errors("400", "413", "415", "422", "502", "503", "504"),
                     },
                 },
             },
@@ -116,13 +118,13 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": _PRODUCT_BODY,
                     "responses": {
                         "200": {"description": "The updated product.", "content": _json(_ref("schemas", "Product"))},
-                        **_errors("400", "404", "413", "415", "422", "503"),
+                        **_errors("400", "404", "413", "415", "422", "502", "503", "504"),
                     },
                 },
                 "delete": {
                     "operationId": "deleteProduct",
                     "summary": "Delete a product on the primary, then drop its cache entry.",
-                    "responses": {"204": {"description": "Deleted."}, **_errors("400", "404", "503")},
+                    "responses": {"204": {"description": "Deleted."}, **_errors("400", "404", "502", "503", "504")},
                 },
             },
             "/health": {
@@ -227,7 +229,12 @@ def openapi_document() -> dict[str, Any]:
                         "service": {
                             "type": "string",
                             "enum": ["db-primary", "db-replica"],
-                            "description": "The dependency that is unavailable (503 only).",
+                            "description": "The dependency that is unavailable or whose answer was lost (5xx only).",
+                        },
+                        "outcome": {
+                            "type": "string",
+                            "enum": ["unknown"],
+                            "description": "502 and 504: the write may or may not have been committed.",
                         },
                         "details": {"type": "array", "items": {"type": "string"}},
                     },
@@ -264,7 +271,13 @@ def openapi_document() -> dict[str, Any]:
                 "UnsupportedMediaType": _error_response("The body is not sent as application/json."),
                 "UnprocessableEntity": _error_response("The JSON body does not describe a valid product."),
                 "ServiceUnavailable": _error_response(
-                    "A database is unavailable (service names which); retry after Retry-After seconds.",
+                    "A database is unavailable (service names which); nothing was written; retry after "
+                    "Retry-After seconds.",
+                    retry_after=True,
+                ),
+                "WriteOutcomeUnknown": _error_response(
+                    "The write reached the primary, then the connection broke (502) or timed out (504): it may or "
+                    "may not have been committed. Read the product back before retrying.",
                     retry_after=True,
                 ),
             },

@@ -36,7 +36,7 @@ from typing import Any, Literal
 from service import queries
 from service.cache import Lookup, ProductCache
 from service.db import DatabaseRole, DatabaseUnavailable, Session
-from service.errors import ServiceUnavailable
+from service.errors import ServiceUnavailable, WriteOutcomeUnknown
 from service.lsn import UNKNOWN_WRITE_LSN
 from service.metrics import STAMPEDE_EVENTS, Metrics
 from service.settings import Settings
@@ -339,11 +339,15 @@ class ProductService:
         try:
             return await self.primary.run(operation, retry_if_broken=False)
         except DatabaseUnavailable as exc:
-            if exc.maybe_applied and product_id is not None:
+            if not exc.maybe_applied:
+                raise _unavailable(exc) from None
+            if product_id is not None:
                 # The write may have committed: do not let the cache keep the old row.
                 self._forget_loads(product_id)
                 await self.cache.invalidate(product_id, UNKNOWN_WRITE_LSN if self._guard else None)
-            raise _unavailable(exc) from None
+            raise WriteOutcomeUnknown(
+                f"{exc.service}: {exc.reason} after the write was sent; it may or may not have been committed",
+                service=exc.service, timed_out=exc.reason == "timed out", retry_after=exc.retry_after) from None
 
     async def _position_after_commit(self, session: Session) -> int | None:
         if not self._settings.tracks_write_lsn:
