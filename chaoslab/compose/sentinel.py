@@ -133,7 +133,8 @@ class ComposeRedisHA(RedisHA):
         self._wait_ready(name)
 
 
-# What each fault does to a member's container, by the engine, as on the brief's stack.
+# The engine acts on a member's container, as on the brief's stack; "start" also waits
+# until the member answers, which the baseline relies on before it asks who is master.
 FAULTS: dict[str, Callable[[ComposeRedisHA, str], None]] = {
     "stop": lambda group, name: group.stack.containers.stop(name, STOP_TIMEOUT),
     "kill": lambda group, name: group.stack.containers.kill(name),
