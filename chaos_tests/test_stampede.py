@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
-import requests
 
 from chaoslab import api_client
 from chaoslab.api_server import ApiServer

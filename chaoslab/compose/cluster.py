@@ -167,7 +167,7 @@ class ComposeCluster(Cluster):
                                               dbname="postgres") == 1,
                          f"PostgreSQL to answer on {self.endpoint(service)}")
         if service == REDIS:
-            return pong(self.redis, self.endpoint(service))
+            return pong(self.endpoint(service))
         return self.stack.haproxy.probe
 
     def _promote_with_pg_ctl(self, service: str) -> None:

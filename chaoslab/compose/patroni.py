@@ -197,7 +197,7 @@ class ComposePatroniCluster(BasePatroniCluster):
             return Probe(lambda: requests.get(health, timeout=1).json().get("health") == "true",
                          f"GET /health to say healthy on {self.endpoint(ETCD)}")
         if service == REDIS:
-            return pong(self.redis, self.endpoint(REDIS))
+            return pong(self.endpoint(REDIS))
         return self.stack.haproxy.probe
 
     # -- faults --------------------------------------------------------------------------------------------

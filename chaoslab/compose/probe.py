@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis as redis_client
-
+from .. import redis_probe
 from ..topology import Endpoint
 
 
@@ -18,12 +17,6 @@ class Probe:
     expected: str
 
 
-def pong(client: Callable[[], redis_client.Redis], endpoint: Endpoint) -> Probe:
-    """Redis answers PING on ``endpoint``, on a connection of its own each try, closed after."""
-    def answers() -> bool:
-        connection = client()
-        try:
-            return connection.ping()
-        finally:
-            connection.close()
-    return Probe(answers, f"PONG on {endpoint}")
+def pong(endpoint: Endpoint) -> Probe:
+    """Redis (or a Sentinel) answers PING on ``endpoint``."""
+    return Probe(lambda: redis_probe.ping(endpoint, timeout=1.0), f"PONG on {endpoint}")

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import redis as redis_client
-
+from .. import redis_probe
 from ..redis_ha import MASTER_NAME, SENTINEL_TIMINGS, RedisHA
 from ..topology import Endpoint
 from ..waits import wait_until
@@ -74,7 +73,7 @@ class ComposeRedisHA(RedisHA):
         replica has nothing to promote ("-failover-abort-no-good-slave"): wait until each knows both."""
         def all_known() -> bool:
             for endpoint in self.sentinel_endpoints():
-                client = _client(endpoint)
+                client = redis_probe.client(endpoint)
                 try:
                     master = client.sentinel_master(MASTER_NAME)
                 finally:
@@ -125,7 +124,7 @@ class ComposeRedisHA(RedisHA):
 
     def _wait_ready(self, name: str, timeout: float = 30) -> None:
         endpoint = self.nodes.get(name) or self.sentinels[name]
-        self.stack.wait_ready(name, pong(lambda: _client(endpoint), endpoint), log=self.log_path(name),
+        self.stack.wait_ready(name, pong(endpoint), log=self.log_path(name),
                               timeout=timeout)
 
     def _start_member(self, name: str) -> None:
@@ -143,7 +142,3 @@ FAULTS: dict[str, Callable[[ComposeRedisHA, str], None]] = {
     "start": ComposeRedisHA._start_member,
 }
 
-
-def _client(endpoint: Endpoint) -> redis_client.Redis:
-    return redis_client.Redis(host=endpoint.host, port=endpoint.port, socket_timeout=1, socket_connect_timeout=1,
-                              decode_responses=True)
