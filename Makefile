@@ -9,7 +9,7 @@ setup:
 
 # The chaos scenarios on the local backend, then report.md from that run's figures.
 lab: setup
-	@status=0; $(PYTEST) -m "not unit" $(PYTEST_ARGS) || status=$$?; \
+	@status=0; $(PYTEST) -m "not unit and not harness" $(PYTEST_ARGS) || status=$$?; \
 	$(PY) -m chaoslab.report --results reports/results.json --out report.md || status=$$?; \
 	exit $$status
 

@@ -158,6 +158,7 @@ def _run_scenario(lab, api, measure, request, *, scenario: str, synchronous: boo
         new = lab.wait_new_leader(old, timeout=ELECTION_DEADLINE_S)   # no human step
         elected_at = history.mark(NEW_PRIMARY).time
         steps.wait_for_writes_through_api(api, timeout=WRITE_DEADLINE_S)
+        assert lab.node_behind_haproxy() == new, f"writes are back, but HAProxy does not send them to {new}"
         steps.wait_for_new_acks(workload, 20)
         back_at = None
         if fault.bring_back is not None:

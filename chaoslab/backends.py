@@ -1,52 +1,40 @@
-"""Backend selection by name (``--backend``)."""
+"""Backend selection by name (``--backend``), for each topology.
+
+A backend is named by where it runs the servers; a topology by what it runs: the
+brief's stack (``Cluster``) or the Patroni bonus (``BasePatroniCluster``, a cluster
+of its own: etcd, two Patroni nodes, HAProxy, Redis). Classes are imported only when
+chosen, so the local backend never needs Docker's tools and the reverse.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
-from .cluster import Cluster
-
 if TYPE_CHECKING:
+    from .cluster import Cluster
     from .patroni.base import BasePatroniCluster
 
-
-def _local() -> Cluster:
-    from .local.cluster import LocalCluster
-    return LocalCluster()
-
-
-def _compose() -> Cluster:
-    from .compose.cluster import ComposeCluster
-    return ComposeCluster()
+# topology -> backend -> "module:class"
+IMPLEMENTATIONS = {
+    "brief": {"local": "chaoslab.local.cluster:LocalCluster", "compose": "chaoslab.compose.cluster:ComposeCluster"},
+    "patroni": {"local": "chaoslab.local.patroni:PatroniCluster",
+                "compose": "chaoslab.compose.patroni:ComposePatroniCluster"},
+}
+BACKENDS = tuple(IMPLEMENTATIONS["brief"])
 
 
-BACKENDS = {"local": _local, "compose": _compose}
-
-
-def create_cluster(name: str) -> Cluster:
+def _create(topology: str, backend: str):
     try:
-        return BACKENDS[name]()
+        module, _, name = IMPLEMENTATIONS[topology][backend].partition(":")
     except KeyError:
-        raise ValueError(f"unknown backend {name!r}; known: {', '.join(sorted(BACKENDS))}") from None
+        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}") from None
+    return getattr(importlib.import_module(module), name)()
 
 
-# The Patroni bonus topology is a cluster of its own (etcd, two Patroni nodes, HAProxy,
-# Redis), on the same backends.
-def _local_patroni() -> BasePatroniCluster:
-    from .local.patroni import PatroniCluster
-    return PatroniCluster()
+def create_cluster(backend: str) -> Cluster:
+    return _create("brief", backend)
 
 
-def _compose_patroni() -> BasePatroniCluster:
-    from .compose.patroni import ComposePatroniCluster
-    return ComposePatroniCluster()
-
-
-PATRONI_BACKENDS = {"local": _local_patroni, "compose": _compose_patroni}
-
-
-def create_patroni_cluster(name: str) -> BasePatroniCluster:
-    try:
-        return PATRONI_BACKENDS[name]()
-    except KeyError:
-        raise ValueError(f"unknown backend {name!r}; known: {', '.join(sorted(PATRONI_BACKENDS))}") from None
+def create_patroni_cluster(backend: str) -> BasePatroniCluster:
+    return _create("patroni", backend)

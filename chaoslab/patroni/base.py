@@ -29,7 +29,7 @@ from .. import haproxy_config, pg
 from ..errors import LabError
 from ..topology import HAPROXY, REDIS, REPLICA, Credentials, Endpoint
 from ..waits import wait_until
-from .config import ETCD, LAB_TIMINGS, NODES, SCOPE, Timings
+from .config import ETCD, LAB_TIMINGS, NODE_NAME_SETTING, NODES, SCOPE, Timings
 
 WRITE_BACKEND = haproxy_config.WRITE_BACKEND   # servers UP here get writes (/primary said 200)
 READ_BACKEND = haproxy_config.READ_BACKEND     # servers UP here get reads (/replica said 200)
@@ -224,6 +224,12 @@ class BasePatroniCluster(abc.ABC):
             return state is not None and state[0] == "streaming"
         wait_until(rejoined, service=node, expected="to rejoin as a standby streaming from the new leader",
                    timeout=timeout, interval=0.2, log=self.log_path(node))
+
+    def node_behind_haproxy(self, read: bool = False) -> str | None:
+        """Which node a new connection through HAProxy's write (or read) frontend reaches, as
+        the node itself says (the per-node setting: cluster_name is Patroni's scope here)."""
+        endpoint = self.endpoint(REPLICA if read else HAPROXY)
+        return pg.query_one(endpoint, self.creds, f"SELECT current_setting('{NODE_NAME_SETTING}')")
 
     # -- Patroni's own controls --------------------------------------------------------------------
     def patronictl(self, *args: str, timeout: float = 60) -> str:
