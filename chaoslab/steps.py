@@ -114,8 +114,8 @@ class FailoverVerdict:
             f"{len(self.reads.failed)} reads failed while a node could serve them: "
             f"{[op.error for op in self.reads.failed[:5]]}")
         assert not self.reads.stale, (
-            f"{len(self.reads.stale)} reads missed a write acknowledged over {READ_GRACE_S} s before them "
-            f"(id, answer, seconds since the ack): {self.reads.stale[:5]}")
+            f"{len(self.reads.stale)} reads missed a write acknowledged over {READ_GRACE_S} s before them, up to "
+            f"{self.reads.max_stale_age} s after its ack (id, answer, seconds since the ack): {self.reads.stale[:5]}")
 
     def assert_nothing_lost(self, why: str) -> None:
         assert self.lost.lost == 0, f"{why}: acknowledged writes lost: {list(self.lost.lost_names[:10])}"

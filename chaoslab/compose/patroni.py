@@ -53,7 +53,6 @@ HOW_TO_GET_IMAGES = ("Pull etcd, redis and haproxy and build the Patroni image (
                      "pull etcd redis haproxy-patroni; docker compose --profile patroni build pg-1`)")
 DOWN_TIMEOUT = 5
 # Inside a node's container (docker/patroni/entrypoint.sh and the image).
-NODE_DIR_IN_CONTAINER = "/lab/node"
 CONFIG_IN_CONTAINER = "/var/lib/postgresql/patroni.yml"
 DATA_DIR = Path("/var/lib/postgresql/data/pgdata")
 SOCKET_DIR = Path("/var/run/postgresql")
