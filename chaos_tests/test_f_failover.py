@@ -15,6 +15,7 @@ import time
 import pytest
 
 from chaoslab import api_client, pg, steps
+from chaoslab.workload import classify_response
 from chaoslab.checkers import FAULT, NEW_PRIMARY, writes_acked_between
 from chaoslab.topology import PRIMARY, REPLICA
 
@@ -94,6 +95,28 @@ def test_synchronous_replication_loses_nothing_after_sigkill(lab, api, measure, 
     verdict = _run_failover(lab, api, measure, request, fault="kill", switch="runtime_api", promote=promote,
                             synchronous=True)
     verdict.assert_nothing_lost("synchronous replication")
+
+
+def test_a_write_cut_off_mid_commit_is_never_reported_refused(lab, api, measure):
+    """The primary dies between a commit and its reply. With synchronous replication and the
+    standby's replay paused, a PUT commits on the primary and waits for the standby; the API
+    gives up; the primary is killed; the standby replays what it received and is promoted:
+    the write happened. The API may say it does not know (502/504), never that it refused."""
+    product = api_client.create(api.base_url, "Keyboard", 4999)
+    lab.wait_caught_up()
+    lab.make_synchronous(REPLICA)
+    pg.set_replay_paused(lab.endpoint(REPLICA), lab.creds, True)
+    response = api_client.update(api.base_url, product["id"], "Keyboard", 3999)   # waits for the standby
+    lab.kill(PRIMARY)
+    pg.set_replay_paused(lab.endpoint(REPLICA), lab.creds, False)
+    lab.promote(REPLICA, method="sql")
+    committed = pg.query_one(lab.endpoint(REPLICA), lab.creds, "SELECT price_cents FROM products WHERE id = %s",
+                             (product["id"],))
+    verdict, _, error = classify_response("write", response)
+    measure("status_of_the_cut_off_write", response.status_code)
+    assert committed == 3999, "the standby should hold the commit it received before the primary died"
+    assert verdict != "fail", (f"the write was committed, but the API answered {error}: a definite refusal "
+                               "(502 or 504 would say the outcome is unknown)")
 
 
 def test_old_primary_rejoins_as_replica_with_pg_rewind(lab, api):

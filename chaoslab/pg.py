@@ -111,8 +111,10 @@ def reset_data(endpoint: Endpoint, creds: Credentials) -> str:
 
 
 def reset_scenario_settings(endpoint: Endpoint, creds: Credentials) -> bool:
-    """Undo the ALTER SYSTEM of earlier scenarios; True if anything had to change."""
+    """Undo the ALTER SYSTEM of earlier scenarios, and a replay they paused; True if anything had to change."""
     with connect(endpoint, creds, role="superuser", dbname="postgres") as conn:
+        if conn.execute("SELECT pg_is_in_recovery() AND pg_is_wal_replay_paused()").fetchone()[0]:
+            conn.execute("SELECT pg_wal_replay_resume()")
         changed = conn.execute(
             "SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%%postgresql.auto.conf' AND name = ANY(%s)",
             (list(SCENARIO_SETTINGS),),
@@ -122,6 +124,12 @@ def reset_scenario_settings(endpoint: Endpoint, creds: Credentials) -> bool:
                 conn.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
             conn.execute("SELECT pg_reload_conf()")
     return bool(changed)
+
+
+def set_replay_paused(endpoint: Endpoint, creds: Credentials, paused: bool) -> None:
+    """Pause or resume a standby's replay: it keeps receiving WAL, and applies none of it."""
+    query_one(endpoint, creds, "SELECT pg_wal_replay_pause()" if paused else "SELECT pg_wal_replay_resume()",
+              role="superuser", dbname="postgres")
 
 
 def alter_system(endpoint: Endpoint, creds: Credentials, name: str, value: str) -> None:
