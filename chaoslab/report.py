@@ -630,9 +630,10 @@ def section_questions(ctx: _Context) -> str:
         by_switch.setdefault(str(value(test, "switch")), []).append(test)
     recoveries = {switch: median_of(tests, "write_recovery_s") for switch, tests in by_switch.items()}
     recoveries = {switch: found for switch, found in recoveries.items() if found is not None}
-    fastest = min(recoveries.items(), key=lambda item: item[1]) if recoveries else None
-    fastest_text = f"`{fastest[0]}`, {fig(fastest[1], 's')}" if fastest else MISSING
-    brief_text = fig(recoveries.get("restart"), "s")
+    ranked = sorted(recoveries.items(), key=lambda item: item[1])
+    brief_routing = [t for t in find_tests(results, "haproxy") if "routes_by_port_alone" in str(t.get("name"))]
+    methods_text = (" ; ".join(f"`{switch}` {fig(found, 's')}" for switch, found in ranked)
+                    + f" (la plus rapide ici : `{ranked[0][0]}`)") if ranked else MISSING
     bonus = {b.key: (f"{b.passed}/{b.total} tests réussis" if b.executed else NOT_RUN) for b in grade.bonuses}
     rewound_text = (f" Le scénario pg_rewind efface à dessein {num(sum(rewound))} écriture(s) acquittée(s) par "
                     "l'ancien primary seul : un risque de l'asynchrone que la bascule ne montre pas, compté à part."
@@ -658,10 +659,12 @@ def section_questions(ctx: _Context) -> str:
             f"LSN : {fig(race.get('off'), 'ms')} ; avec la garde : {fig(race.get('on'), 'ms')}. Écritures "
             f"acquittées perdues pendant les bascules, en asynchrone : {lost_text('off')} ; en synchrone : "
             f"{lost_text('on')}.{rewound_text}",
-            "4. **Améliorations pour la production.** Failover automatique (Patroni + etcd) et checks "
-            "HAProxy sensibles au rôle plutôt qu'un simple `tcp-check connect` ; une bascule qui ne "
-            f"redémarre pas HAProxy (reprise des écritures la plus rapide mesurée : {fastest_text} ; "
-            f"méthode du sujet, `restart` : {brief_text}) ; "
+            "4. **Améliorations pour la production.** Failover automatique (Patroni + etcd) : plus de "
+            "temps de réaction humain dans « nouveau primary » ; checks HAProxy sensibles au rôle plutôt qu'un "
+            "simple `tcp-check connect`, qui envoie les écritures à un nœud devenu replica (scénario "
+            f"`brief_config_routes_by_port_alone` : {verdict_of(brief_routing)}) ; une "
+            "bascule choisie sur mesure (reprise des écritures après l'action, médianes de cette exécution : "
+            f"{methods_text}) ; "
             "réplication synchrone là où perdre une écriture acquittée est inacceptable ; Redis Sentinel "
             f"(bonus : {bonus['sentinel']}) ; anti cache-stampede (bonus : {bonus['stampede']}) ; "
             "supervision du retard de réplication.",

@@ -124,7 +124,7 @@ def test_report_uses_the_figures_of_the_run(results_file: Path, tmp_path: Path):
         "| `planned_switchover[async]` | bascule planifiée | off | sans objet | 0,9 s | sans objet | 3,1 s |",
         "20 écriture(s) effacées par pg_rewind",
         "bascule à la main 3,08 s (2 mesures), failover Patroni après une panne 11,5 s (1 mesure)",
-        "reprise des écritures la plus rapide mesurée : `runtime_api`, 0,32 s ; méthode du sujet, `restart` : 2,25 s",
+        "médianes de cette exécution : `runtime_api` 0,32 s ; `restart` 2,25 s (la plus rapide ici : `runtime_api`)",
         "en asynchrone : 3 perdue(s) sur 2267 acquittée(s)",
         "efface à dessein 20 écriture(s)",
         "```mermaid", "│  HAProxy   │", "product:{id}",
