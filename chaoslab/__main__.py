@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import shlex
 import sys
 
@@ -71,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     switch = commands.add_parser("switch", help="point HAProxy's writes at another node (TP F3)")
     switch.add_argument("service", choices=DB_NODES)
     switch.add_argument("--method", choices=SWITCH_METHODS, default="restart")
+    grade = commands.add_parser("grade", help="grade a submission with the rubric's black-box checks")
+    grade.add_argument("--lab", action="store_true", required=True,
+                       help="grade this lab's own stack (local processes and its API)")
+    grade.add_argument("--out", default="reports/grade", help="where to write JUnit, results.json, FEEDBACK.md")
     down = commands.add_parser("down", help="stop the stack and remove every trace")
     down.add_argument("--all", action="store_true", help="also reap any abandoned run")
     args = parser.parse_args(argv)
@@ -87,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             print_status(cluster)
             print("stop it with: python -m chaoslab down")
             return 0
+        if args.command == "grade":
+            from .grader.run import grade_the_lab
+            return grade_the_lab(Path(args.out))
         if args.command == "down":
             for run in rundir.detached_runs():
                 rundir.reap_run(run)
