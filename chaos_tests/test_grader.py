@@ -19,8 +19,6 @@ pytestmark = pytest.mark.grader
 
 NOT_ON_LOCAL = {"A1.compose_services", "A2.stack_up"}
 
-
-
 # variant -> (API settings, given the lab; the checks it must lose)
 VARIANTS = {
     "as_shipped": (lambda lab: {}, set()),
