@@ -73,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     switch.add_argument("service", choices=DB_NODES)
     switch.add_argument("--method", choices=SWITCH_METHODS, default="restart")
     grade = commands.add_parser("grade", help="grade a submission with the rubric's black-box checks")
-    grade.add_argument("--lab", action="store_true", required=True,
-                       help="grade this lab's own stack (local processes and its API)")
+    target = grade.add_mutually_exclusive_group(required=True)
+    target.add_argument("path", nargs="?", type=Path, help="a submission's directory (its docker-compose.yml, "
+                        "haproxy/haproxy.cfg, its API)")
+    target.add_argument("--lab", action="store_true", help="grade this lab's own stack (local processes and its API)")
+    grade.add_argument("--api-url", help="an API someone else started, instead of the submission's own")
     grade.add_argument("--out", default="reports/grade", help="where to write JUnit, results.json, FEEDBACK.md")
     down = commands.add_parser("down", help="stop the stack and remove every trace")
     down.add_argument("--all", action="store_true", help="also reap any abandoned run")
@@ -93,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             print("stop it with: python -m chaoslab down")
             return 0
         if args.command == "grade":
-            from .grader.run import grade_the_lab
-            return grade_the_lab(Path(args.out))
+            from .grader.run import grade_path, grade_the_lab
+            if args.lab:
+                return grade_the_lab(Path(args.out))
+            return grade_path(args.path, Path(args.out), args.api_url)
         if args.command == "down":
             for run in rundir.detached_runs():
                 rundir.reap_run(run)

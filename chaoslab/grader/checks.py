@@ -462,7 +462,26 @@ if set(CHECK_FUNCTIONS) != set(BY_ID):
     raise ValueError("every row of the rubric needs exactly one check function")
 
 
+# B2's statement, as the brief has the student type it on the primary.
+BRIEF_TABLE = """CREATE TABLE IF NOT EXISTS products(
+  id SERIAL PRIMARY KEY,
+  name TEXT NOT NULL,
+  price_cents INT NOT NULL,
+  updated_at TIMESTAMP DEFAULT NOW()
+)"""
+
+
+def _the_briefs_table(target: Target) -> None:
+    """The table of B2, created as the brief does if the submission has not made it yet; a
+    primary that cannot be reached here is left to the checks to report."""
+    try:
+        _sql(target, PRIMARY, BRIEF_TABLE)
+    except (psycopg.Error, NotGradable):
+        pass
+
+
 def run_checks(target: Target, selected: list[str] | None = None) -> list[CheckResult]:
     """The checks in rubric order (the failover last); ``selected`` limits which run."""
     state = State()
+    _the_briefs_table(target)
     return [run_check(check.id, target, state) for check in CHECKS if selected is None or check.id in selected]

@@ -8,9 +8,16 @@ from pathlib import Path
 from ..api_server import ApiServer
 from ..local.cluster import LocalCluster
 from . import outputs, rubric
+from .api_process import ApiProcess
 from .checks import run_checks
+from .compose_target import ComposeSubmission
 from .lab_target import LabTarget
+from .submission import SubmissionError, load
 from .target import Target
+
+
+# A submission may run its API in the compose file, under this name.
+API_SERVICE = "api"
 
 
 def grade_target(target: Target) -> rubric.Grade:
@@ -44,4 +51,46 @@ def grade_the_lab(out_dir: Path) -> int:
     print_grade(grade, time.monotonic() - started)
     written = outputs.write_all(grade, out_dir, submission="chaoslab (backend local)")
     print("written: " + ", ".join(str(path) for path in written.values()))
+    return 0
+
+
+def grade_submission(path: Path, out_dir: Path, api_url: str | None = None) -> tuple[rubric.Grade, str]:
+    """One submission, from its directory: its stack up, its API started, the checks, and
+    everything of it removed. Returns the grade and, if it could not be graded, why."""
+    problem = ""
+    target = api = None
+    try:
+        submission = load(path)
+        target = ComposeSubmission(submission, out_dir)
+        target.up()
+        if api_url:
+            target.api_url = api_url.rstrip("/")
+        elif API_SERVICE in target.declared_services():
+            endpoint = target.endpoint(API_SERVICE)
+            target.api_url = f"http://{endpoint.host}:{endpoint.port}"
+        else:
+            api = ApiProcess(submission.api, target.workdir, out_dir / "api.log")
+            api.start()
+            target.api_url = api.url
+        grade = grade_target(target)
+    except SubmissionError as exc:
+        problem = str(exc)
+        grade = rubric.grade([], not_run_reason=f"non exécuté : {problem}")
+    finally:
+        if api is not None:
+            api.stop()
+        if target is not None:
+            target.close()
+    return grade, problem
+
+
+def grade_path(path: Path, out_dir: Path, api_url: str | None = None) -> int:
+    started = time.monotonic()
+    grade, problem = grade_submission(path, out_dir, api_url)
+    if problem:
+        print(f"{path}: {problem}")
+    print_grade(grade, time.monotonic() - started)
+    written = outputs.write_all(grade, out_dir, submission=path.name, problem=problem)
+    print(outputs.points_line(grade))
+    print("written: " + ", ".join(str(p) for p in written.values()))
     return 0

@@ -1,0 +1,212 @@
+"""A student's submission as a grader target: its own compose file, run as it is.
+
+The grader works on a copy of the submission (its haproxy.cfg is edited in F3, as
+the brief does by hand), in a compose project of its own named after a run directory
+(chaoslab.rundir), so that a grading killed halfway is reaped by the next run like
+any other. The services publish the ports the submission chose (the brief's:
+5432, 5433, 6379, 5439): the student's API is written against them, so submissions
+are graded one after another. Nothing of a graded submission outlives ``close``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import psycopg
+import redis
+
+from .. import rundir
+from ..compose import project as lab_project
+from ..compose.cli import Compose, check_engine, detect_compose, docker
+from ..compose.containers import Containers
+from ..errors import LabError
+from ..topology import DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, Endpoint
+from .submission import Submission, SubmissionError
+from .target import NotGradable, Target
+
+UP_TIMEOUT_S = 300
+READY_DEADLINE_S = 120
+SERVICE_READY_S = 60
+STOP_TIMEOUT_S = 10
+# The brief's F3 edit: the server line of HAProxy's write backend names db-primary.
+_SERVER_LINE = re.compile(r"^(\s*server\s+\S+\s+)db-primary(:\d+)", re.MULTILINE)
+
+
+class ComposeSubmission(Target):
+    """One submission's compose project; ``up`` starts it, ``close`` removes all of it."""
+
+    def __init__(self, submission: Submission, out_dir: Path) -> None:
+        self.submission = submission
+        self.out_dir = out_dir
+        self.app = submission.database
+        self.api_url = ""
+        self.run_dir: rundir.RunDir | None = None
+        self.compose: Compose | None = None
+        self._ports: dict[str, Endpoint] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def up(self) -> None:
+        try:
+            check_engine()
+            command = detect_compose()
+        except LabError as exc:
+            raise SubmissionError(f"pas de moteur Docker ou de docker compose ici : {exc}") from None
+        rundir.reap_abandoned_runs()
+        lab_project.reap_abandoned_projects()
+        self.run_dir = rundir.RunDir.create()
+        self.workdir = self.run_dir.path / "submission"
+        shutil.copytree(self.submission.path, self.workdir, symlinks=True,
+                        ignore=shutil.ignore_patterns(".git", "node_modules", ".venv", "reports", "__pycache__"))
+        env_file = self.workdir / ".env"
+        if not env_file.exists():   # as `cp .env.example .env`, or no variables at all
+            example = self.workdir / ".env.example"
+            env_file.write_text(example.read_text() if example.exists() else "")
+        self.compose = Compose(command, [self.workdir / self.submission.compose_file.name],
+                               lab_project.project_name(self.run_dir), env_file)
+        self._check_config()
+        done = self._compose("up", "-d", expected="`docker compose up -d`", timeout=UP_TIMEOUT_S, check=False)
+        if not any(self.running_services().values()):
+            detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            raise SubmissionError("`docker compose up -d` n'a démarré aucun service : " + " | ".join(detail))
+        self._wait_until_answering(tuple(service for service in (PRIMARY, REPLICA, REDIS, HAPROXY)
+                                         if service in self.declared_services()), READY_DEADLINE_S)
+
+    def close(self) -> None:
+        if self.run_dir is None:
+            return
+        if self.compose is not None:
+            try:
+                logs = self._compose("logs", "--no-color", "-t", expected="the services' logs", timeout=60,
+                                     check=False)
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                (self.out_dir / "compose.log").write_text(logs.stdout + logs.stderr)
+                self._compose("down", "-v", "--remove-orphans", "-t", "5", expected="`down -v`", timeout=120,
+                              check=False)
+            except (LabError, OSError):
+                pass   # what is left goes by label just below
+            lab_project.remove_project(self.compose.project)
+        self.run_dir.remove()
+        self.run_dir = None
+
+    def _compose(self, *args: str, expected: str, timeout: float = 120, check: bool = True):
+        return self.compose(*args, service=self.submission.name, expected=expected, timeout=timeout, check=check)
+
+    def _check_config(self) -> None:
+        done = self._compose("config", "-q", expected="a compose file that parses", timeout=60, check=False)
+        if done.returncode != 0:
+            detail = (done.stderr or done.stdout).strip().splitlines()[-2:]
+            raise SubmissionError(f"{self.submission.compose_file.name} ne se lit pas : " + " | ".join(detail))
+
+    # -- where things are --------------------------------------------------------------------------------
+    def declared_services(self) -> list[str]:
+        done = self._compose("config", "--services", expected="the list of services", timeout=60)
+        return done.stdout.split()
+
+    def running_services(self) -> dict[str, bool]:
+        containers = Containers(self.compose.project, self.log_hint)
+        return {service: containers.state(service)[0] for service in self.declared_services()}
+
+    def container(self, service: str) -> str:
+        container = Containers(self.compose.project, self.log_hint).id(service)
+        if container is None:
+            raise NotGradable(f"le service {service} n'a pas de conteneur")
+        return container
+
+    def endpoint(self, service: str) -> Endpoint:
+        """The first TCP port the service publishes on the host, read from the engine."""
+        if service not in self._ports:
+            container = self.container(service)
+            done = docker("inspect", "-f", "{{range $port, $binds := .NetworkSettings.Ports}}{{if $binds}}"
+                          "{{$port}}={{(index $binds 0).HostPort}} {{end}}{{end}}", container,
+                          service=service, expected="its published ports", check=False)
+            ports = dict(pair.split("=", 1) for pair in done.stdout.split() if "=" in pair)
+            published = sorted((int(port.split("/")[0]), int(host)) for port, host in ports.items()
+                               if port.endswith("/tcp") and host)
+            if not published:
+                raise NotGradable(f"le service {service} ne publie aucun port sur l'hôte")
+            self._ports[service] = Endpoint("127.0.0.1", published[0][1])
+        return self._ports[service]
+
+    def log_hint(self, service: str | None = None) -> str:
+        if self.compose is None:
+            return str(self.out_dir / "compose.log")
+        return f"{shlex.join(self.compose.base)} logs {service or ''}".rstrip()
+
+    # -- the brief's manual operations ----------------------------------------------------------------
+    def stop(self, service: str) -> None:
+        self._compose("stop", "-t", str(STOP_TIMEOUT_S), service, expected=f"`docker compose stop {service}`",
+                      timeout=STOP_TIMEOUT_S + 60)
+
+    def start(self, service: str) -> None:
+        self._compose("start", service, expected=f"`docker compose start {service}`", timeout=120)
+        self._wait_until_answering((service,), SERVICE_READY_S)
+
+    def superuser_sql(self, service: str, query: str) -> list[tuple]:
+        """psql in the node's container, as its superuser: over the local socket, as the brief's
+        `docker exec -it db-primary psql` does (the superuser's password, if the image set one)."""
+        container = self.container(service)
+        env = self._container_env(container)
+        password = env.get("POSTGRES_PASSWORD") or env.get("POSTGRESQL_POSTGRES_PASSWORD") or ""
+        errors = []
+        for user in dict.fromkeys(filter(None, (env.get("POSTGRES_USER"), "postgres"))):
+            done = docker("exec", "-e", "PGPASSWORD", "-e", "PGCONNECT_TIMEOUT=5", container, "psql", "-X", "-q",
+                          "-U", user, "-d", "postgres", "-At", "-F", "\t", "-c", query,
+                          service=service, expected=f"psql as {user}", check=False, timeout=60,
+                          env={**os.environ, "PGPASSWORD": password})
+            if done.returncode == 0:
+                return [tuple(line.split("\t")) for line in done.stdout.splitlines() if line]
+            errors.append((done.stderr or done.stdout).strip().splitlines()[-1:] or [""])
+        raise NotGradable(f"pas d'accès superutilisateur à {service} par `docker exec ... psql` : "
+                          + " | ".join(error[0] for error in errors))
+
+    def switch_haproxy_to(self, node: str) -> None:
+        config = self.workdir / "haproxy" / "haproxy.cfg"
+        if not config.exists():
+            raise NotGradable("pas de haproxy/haproxy.cfg dans la copie à modifier")
+        edited, count = _SERVER_LINE.subn(rf"\g<1>{node}\g<2>", config.read_text())
+        if count == 0:
+            raise NotGradable("haproxy.cfg n'a pas de ligne `server ... db-primary:5432` à faire pointer ailleurs")
+        with open(config, "w") as handle:   # the same inode: the container's bind mount sees it
+            handle.write(edited)
+        self._compose("restart", HAPROXY, expected="`docker compose restart haproxy`", timeout=120)
+        self._wait_until_answering((HAPROXY,), SERVICE_READY_S, sql=False)
+
+    # -- waiting ---------------------------------------------------------------------------------------
+    def _container_env(self, container: str) -> dict[str, str]:
+        done = docker("inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", container,
+                      service="docker", expected="the container's environment", check=False)
+        return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+
+    def _answers(self, service: str, sql: bool = True) -> bool:
+        endpoint = self.endpoint(service)
+        if service == REDIS:
+            client = redis.Redis(host=endpoint.host, port=endpoint.port, socket_timeout=1, socket_connect_timeout=1)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        if not sql and service not in DB_NODES:
+            with socket.create_connection((endpoint.host, endpoint.port), timeout=1):
+                return True
+        with psycopg.connect(host=endpoint.host, port=endpoint.port, user=self.app.user, password=self.app.password,
+                             dbname=self.app.database, connect_timeout=2) as conn:
+            return conn.execute("SELECT 1").fetchone()[0] == 1
+
+    def _wait_until_answering(self, services: tuple[str, ...], deadline_s: float, sql: bool = True) -> None:
+        """Until each service answers its protocol, or the deadline: the checks then judge what does not."""
+        ends = time.monotonic() + deadline_s
+        for service in services:
+            while time.monotonic() < ends:
+                try:
+                    if self._answers(service, sql):
+                        break
+                except (psycopg.Error, redis.RedisError, OSError, NotGradable):
+                    pass
+                time.sleep(0.2)
+
