@@ -11,9 +11,15 @@
 #   chaoslab-local/etcd:3.4      for gcr.io/etcd-development/etcd:v3.5.17 (Debian's etcd 3.4; Patroni bonus)
 #   chaoslab-local/patroni:3.0.2 docker/patroni/Dockerfile on the postgres stand-in (Debian's Patroni 3.0.2)
 #   chaoslab-local/api:latest    the API (service/Dockerfile), its wheels fetched here by pip
+#   chaoslab-local/bitnami-postgresql:15  for bitnami/postgresql:16, the brief's image (Debian's
+#                                PostgreSQL 15 behind an entrypoint honouring the Bitnami variables)
 #
 # Use them with:  set -a; . docker/local-images.env; set +a
 # (POSTGRES_IMAGE, REDIS_IMAGE, HAPROXY_IMAGE, API_IMAGE, PYTHON_IMAGE, ETCD_IMAGE, PATRONI_IMAGE).
+# So that a student's compose file runs unmodified, the stand-ins are also tagged with the
+# names the brief uses, bitnami/postgresql:16, redis:7 and haproxy:2.9, each only when the engine
+# has no image of that name yet or the one it has is an older stand-in (label
+# chaoslab.stand-in-for): a real image is never replaced. CHAOSLAB_STANDIN_TAGS=no skips that.
 #
 # The root filesystem is cached (CHAOSLAB_IMAGE_CACHE, default /var/cache/chaoslab-images)
 # and the images are labelled with a hash of their inputs: a second run rebuilds nothing.
@@ -136,6 +142,29 @@ build_image etcd 3.4
 # The Patroni node is the official path's own Dockerfile, on the postgres stand-in (whose root
 # filesystem has Patroni already, so nothing is fetched inside the build).
 build_image_from docker/patroni "$PREFIX/postgres:15" patroni 3.0.2 --build-arg "POSTGRES_IMAGE=$PREFIX/postgres:15"
+# The brief's bitnami/postgresql:16, on the same root filesystem as the postgres stand-in.
+build_image bitnami-postgresql 15
+
+# The brief's own image names, for its compose file as students write it.
+standin_tag() {  # stand-in name: tag the stand-in as name unless name is a real image
+  local standin=$1 name=$2
+  if ! docker image inspect "$name" >/dev/null 2>&1; then
+    docker tag "$standin" "$name"
+    log "$name is $standin (a stand-in)"
+  elif [ "$(docker image inspect -f '{{index .Config.Labels "chaoslab.stand-in-for"}}' "$name" 2>/dev/null || true)" != "$name" ]; then
+    log "$name is on this engine and is not a stand-in: left as it is"
+  elif [ "$(docker image inspect -f '{{.Id}}' "$name")" != "$(docker image inspect -f '{{.Id}}' "$standin")" ]; then
+    docker tag "$standin" "$name"
+    log "$name is $standin again (rebuilt)"
+  else
+    log "$name is $standin, up to date"
+  fi
+}
+if [ "${CHAOSLAB_STANDIN_TAGS:-yes}" != no ]; then
+  standin_tag "$PREFIX/bitnami-postgresql:15" bitnami/postgresql:16
+  standin_tag "$PREFIX/redis:7" redis:7
+  standin_tag "$PREFIX/haproxy:2.6" haproxy:2.9
+fi
 
 # -- 3. the API image -----------------------------------------------------------------
 # No registry and no PyPI from inside a build container here: the wheels are fetched on
