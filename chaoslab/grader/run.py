@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from ..api_server import ApiServer
+from ..errors import LabError
 from ..local.cluster import LocalCluster
 from . import outputs, rubric
 from .api_process import ApiProcess
@@ -13,7 +14,7 @@ from .checks import run_checks
 from .compose_target import ComposeSubmission
 from .lab_target import LabTarget
 from .submission import SubmissionError, load
-from .target import Target
+from .target import NotGradable, Target
 
 
 # A submission may run its API in the compose file, under this name.
@@ -65,7 +66,7 @@ def grade_submission(path: Path, out_dir: Path, api_url: str | None = None) -> t
         target.up()
         if api_url:
             target.api_url = api_url.rstrip("/")
-        elif API_SERVICE in target.declared_services():
+        elif target.running_services().get(API_SERVICE):
             endpoint = target.endpoint(API_SERVICE)
             target.api_url = f"http://{endpoint.host}:{endpoint.port}"
         else:
@@ -73,7 +74,7 @@ def grade_submission(path: Path, out_dir: Path, api_url: str | None = None) -> t
             api.start()
             target.api_url = api.url
         grade = grade_target(target)
-    except SubmissionError as exc:
+    except (SubmissionError, NotGradable, LabError) as exc:
         problem = str(exc)
         grade = rubric.grade([], not_run_reason=f"non exécuté : {problem}")
     finally:
