@@ -7,10 +7,13 @@ PYTEST := $(PY) -m pytest
 setup:
 	@scripts/setup.sh
 
-# The chaos scenarios on the local backend, then report.md from that run's figures.
+# The chaos scenarios on the local backend, the grader on the lab's own stack, then
+# report.md from that run's figures and grade.
 lab: setup
-	@status=0; $(PYTEST) -m "not unit and not harness" $(PYTEST_ARGS) || status=$$?; \
-	$(PY) -m chaoslab.report --results reports/results.json --out report.md || status=$$?; \
+	@status=0; $(PYTEST) -m "not unit and not harness and not grader" $(PYTEST_ARGS) || status=$$?; \
+	$(PY) -m chaoslab grade --lab --out reports/grade || status=$$?; \
+	$(PY) -m chaoslab.report --results reports/results.json --grade reports/grade/grade.json --out report.md \
+	  || status=$$?; \
 	exit $$status
 
 # Every test of the project: unit tests and all scenarios.
@@ -27,7 +30,7 @@ bench: setup
 	$(PY) -m chaoslab.bench
 
 report: setup
-	$(PY) -m chaoslab.report --results reports/results.json --out report.md
+	$(PY) -m chaoslab.report --results reports/results.json --grade reports/grade/grade.json --out report.md
 
 clean:
 	$(PY) -m chaoslab down --all 2>/dev/null || true

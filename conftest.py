@@ -21,14 +21,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The harness' own tests start local processes whatever --backend says: a compose run
-    leaves them out rather than report them as if they had run in containers."""
-    if config.getoption("--backend") == "local":
-        return
-    local_only = [item for item in items if item.get_closest_marker("harness")]
-    if local_only:
-        config.hook.pytest_deselected(items=local_only)
-        items[:] = [item for item in items if not item.get_closest_marker("harness")]
+    """Tests that belong to one backend only are left out of the other's runs, rather than
+    reported as if they had run there: the harness' own tests start local processes, and
+    the graded submissions are compose projects."""
+    wrong = "submissions" if config.getoption("--backend") == "local" else "harness"
+    elsewhere = [item for item in items if item.get_closest_marker(wrong)]
+    if elsewhere:
+        config.hook.pytest_deselected(items=elsewhere)
+        items[:] = [item for item in items if not item.get_closest_marker(wrong)]
 
 
 @pytest.fixture(scope="session")

@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("path", nargs="?", type=Path, help="a submission's directory (its docker-compose.yml, "
                         "haproxy/haproxy.cfg, its API)")
     target.add_argument("--lab", action="store_true", help="grade this lab's own stack (local processes and its API)")
+    target.add_argument("--git", metavar="URL", help="grade branches of a git repository, one after another")
+    grade.add_argument("--branch", action="append", help="with --git: a branch to grade (repeatable)")
+    grade.add_argument("--all-branches", action="store_true", help="with --git: every branch")
     grade.add_argument("--api-url", help="an API someone else started, instead of the submission's own")
     grade.add_argument("--out", default="reports/grade", help="where to write JUnit, results.json, FEEDBACK.md")
     down = commands.add_parser("down", help="stop the stack and remove every trace")
@@ -99,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
             from .grader.run import grade_path, grade_the_lab
             if args.lab:
                 return grade_the_lab(Path(args.out))
+            if args.git:
+                from .grader.batch import grade_branches
+                if bool(args.branch) == args.all_branches:
+                    parser.error("with --git, give --branch B (one or more) or --all-branches")
+                grade_branches(args.git, None if args.all_branches else args.branch, Path(args.out))
+                return 0
             return grade_path(args.path, Path(args.out), args.api_url)
         if args.command == "down":
             for run in rundir.detached_runs():

@@ -1,4 +1,4 @@
-"""pytest plugin: attach measured figures to tests, write the results file, grade the run.
+"""pytest plugin: attach measured figures to tests and write the results file.
 
 Register it from the root ``conftest.py``::
 
@@ -19,8 +19,10 @@ What it gives:
   return a dict merged into ``run`` at the end of the session.
 - option ``--results-file`` (default ``reports/results.json`` under the rootdir).
 - at the end of the session: ``results.json`` (layout in :mod:`chaoslab.results`),
-  the grade as test-suite properties of the JUnit XML (``junit_family = xunit1``),
-  and the grade table and slowest scenarios in the terminal summary.
+  the backend and the results file as test-suite properties of the JUnit XML
+  (``junit_family = xunit1``), and the slowest scenarios in the terminal summary.
+
+Points are decided by the grader (chaoslab.grader) alone, never by which tests passed.
 """
 
 from __future__ import annotations
@@ -35,8 +37,7 @@ from typing import Any, Callable
 
 import pytest
 
-from chaoslab.grading import LAB_MARKERS, Grade, compute_grade, format_points
-from chaoslab.results import SCHEMA_VERSION, TestRecord, json_safe, summarize, write_results
+from chaoslab.results import SCENARIO_MARKERS, SCHEMA_VERSION, TestRecord, json_safe, summarize, write_results
 
 DEFAULT_RESULTS_FILE = "reports/results.json"
 ATTACHMENT_PREFIX = "attachment:"
@@ -50,7 +51,6 @@ class _RunState:
     started_monotonic: float = field(default_factory=time.monotonic)
     records: dict[str, TestRecord] = field(default_factory=dict)
     run_info: dict[str, Any] = field(default_factory=dict)
-    grade: Grade | None = None
     results_path: Path | None = None
 
 
@@ -187,7 +187,7 @@ def run_info(pytestconfig: pytest.Config) -> RunInfo:
 
 
 def _lab_markers(item: pytest.Item) -> list[str]:
-    return list(dict.fromkeys(m.name for m in item.iter_markers() if m.name in LAB_MARKERS))
+    return list(dict.fromkeys(m.name for m in item.iter_markers() if m.name in SCENARIO_MARKERS))
 
 
 def _record_for(config: pytest.Config, item: pytest.Item) -> TestRecord:
@@ -280,23 +280,10 @@ def _junit_xml(config: pytest.Config) -> Any:
     return config.stash.get(xml_key, None)
 
 
-def _add_junit_suite_properties(config: pytest.Config, grade: Grade, results_path: Path) -> None:
+def _add_junit_suite_properties(config: pytest.Config, results_path: Path) -> None:
     xml = _junit_xml(config)
     if xml is None:
         return
-    xml.add_global_property("grade", f"{format_points(grade.points)}/{format_points(grade.max_points)}")
-    xml.add_global_property("grade_points", f"{grade.points:.2f}")
-    xml.add_global_property("grade_total", format_points(grade.max_points))
-    for line in grade.lines:
-        detail = f"{line.passed}/{line.total}" if line.executed else "non exécuté"
-        xml.add_global_property(
-            f"grade.{line.key}",
-            f"{format_points(line.points)}/{format_points(line.weight)} ({detail})",
-        )
-    for bonus in grade.bonuses:
-        xml.add_global_property(
-            f"bonus.{bonus.key}", f"{bonus.passed}/{bonus.total}" if bonus.executed else "non exécuté"
-        )
     xml.add_global_property("backend", _backend(config))
     xml.add_global_property("results_file", str(results_path))
 
@@ -363,7 +350,6 @@ class _Recorder:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         config, state = self.config, self.state
         tests = _finished_tests(state)
-        state.grade = compute_grade(tests)
         if not _should_write(config):
             return
         path = _results_path(config)
@@ -372,17 +358,12 @@ class _Recorder:
             "run": _run_section(config, state, exitstatus),
             "summary": summarize(tests),
             "tests": tests,
-            "grade": state.grade.to_dict(),
         }
         state.results_path = write_results(path, data)
-        _add_junit_suite_properties(config, state.grade, path)
+        _add_junit_suite_properties(config, path)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         state = self.state
-        grade = state.grade or compute_grade(_finished_tests(state))
-        terminalreporter.write_sep("=", "chaoslab: barème /20")
-        for line in grade.text_table().splitlines():
-            terminalreporter.write_line(line)
         scenarios = [r for r in state.records.values() if r.markers]
         if scenarios:
             terminalreporter.write_sep("-", f"scénarios les plus lents (top {SLOWEST_SHOWN})")

@@ -12,6 +12,7 @@ No figure is typed by hand: every number comes from ``results.json`` (see
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -22,10 +23,15 @@ from typing import Any, Iterable, Mapping, Sequence
 from chaoslab import plots
 from chaoslab.checkers import MEASURES
 from chaoslab.cluster import FAULTS
-from chaoslab.grading import NOT_RUN, SCHEME, compute_grade, format_points
+from chaoslab.grader.rubric import format_points
 from chaoslab.results import attachment, find_tests, first_value, load_results, value
 
 MISSING = "non mesuré dans cette exécution"
+NOT_RUN = "non exécuté"
+# The TP's parts (the bonuses have stacks of their own): the time a student waits for the TP.
+TP_MARKERS = {"setup", "replication", "haproxy", "cache", "resilience", "failover"}
+BONUS_MARKERS = {"stampede": "Anti cache-stampede", "patroni": "Failover automatique (Patroni)",
+                 "sentinel": "HA Redis (Sentinel)"}
 MISSING_CELL = "non mesuré"
 OUTCOME_FR = {"passed": "réussi", "failed": "échoué", "error": "erreur", "skipped": "ignoré"}
 
@@ -164,6 +170,7 @@ class _Context:
     out_dir: Path
     plots_dir: Path
     search_dirs: list[Path]
+    grade: Mapping[str, Any] | None = None      # the grader's grade.json, if the run was graded
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -264,10 +271,7 @@ def section_header(ctx: _Context) -> str:
     counts = {k: sum(1 for t in tests if t.get("outcome") == k) for k in OUTCOME_FR}
     slowest = sorted(_scenarios(results), key=lambda t: t.get("duration_total_s", 0), reverse=True)[:3]
     slow_text = " ; ".join(f"`{t['nodeid']}` ({fig(t.get('duration_total_s'), 's')})" for t in slowest)
-    grade = compute_grade(tests)
-    # Parts A to F alone (the bonuses have their own stacks): the time a student waits for the TP.
-    tp_markers = {marker for line in SCHEME for marker in line.markers}
-    tp_tests = [t for t in tests if tp_markers & set(t.get("markers", []))]
+    tp_tests = [t for t in tests if TP_MARKERS & set(t.get("markers", []))]
     tp_seconds = sum(t.get("duration_total_s", 0) for t in tp_tests) if tp_tests else None
     rows = [
         ("Date de l'exécution", run.get("started_at") or MISSING),
@@ -283,7 +287,7 @@ def section_header(ctx: _Context) -> str:
             f"{len(tests)} (réussis : {counts['passed']}, échoués : {counts['failed']}, "
             f"en erreur : {counts['error']}, ignorés : {counts['skipped']})",
         ),
-        ("Note (barème du sujet)", f"**{format_points(grade.points).replace('.', ',')}/{format_points(grade.max_points)}**"),
+        ("Note (barème du sujet, par le correcteur)", _grade_cell(ctx.grade)),
         ("Scénarios les plus lents", slow_text or MISSING),
     ]
     return "\n".join(
@@ -617,8 +621,6 @@ def section_questions(ctx: _Context) -> str:
     race = {str(value(t, "race_guard")): value(t, "race_stale_window_ms") for t in find_tests(results, None, "race_stale_window_ms")}
     lost = _lost_by_sync(failovers)
     rewound = _numbers(find_tests(results, None, "rewound_writes"), "rewound_writes")
-    grade = compute_grade(results.get("tests", []))
-
     def lost_text(mode: str) -> str:
         if mode not in lost:
             return MISSING
@@ -634,7 +636,7 @@ def section_questions(ctx: _Context) -> str:
     brief_routing = [t for t in find_tests(results, "haproxy") if "routes_by_port_alone" in str(t.get("name"))]
     methods_text = (" ; ".join(f"`{switch}` {fig(found, 's')}" for switch, found in ranked)
                     + f" (la plus rapide ici : `{ranked[0][0]}`)") if ranked else MISSING
-    bonus = {b.key: (f"{b.passed}/{b.total} tests réussis" if b.executed else NOT_RUN) for b in grade.bonuses}
+    bonus = {key: _passed_of(results, key) for key in BONUS_MARKERS}
     rewound_text = (f" Le scénario pg_rewind efface à dessein {num(sum(rewound))} écriture(s) acquittée(s) par "
                     "l'ancien primary seul : un risque de l'asynchrone que la bascule ne montre pas, compté à part."
                     if rewound else "")
@@ -709,18 +711,44 @@ def section_bonuses(ctx: _Context) -> str:
     return "\n".join(lines)
 
 
+def _grade_cell(grade: Mapping[str, Any] | None) -> str:
+    if grade is None:
+        return "non noté dans cette exécution (`python -m chaoslab grade --lab`)"
+    return f"**{_fr_points(grade['points'])}/{_fr_points(grade['max_points'])}**"
+
+
+def _fr_points(value: Any) -> str:
+    return format_points(float(value)).replace(".", ",")
+
+
+def _passed_of(results: Mapping[str, Any], marker: str) -> str:
+    tests = find_tests(results, marker)
+    if not tests:
+        return NOT_RUN
+    return f"{sum(t.get('outcome') == 'passed' for t in tests)}/{len(tests)} tests réussis"
+
+
 def section_grade(ctx: _Context) -> str:
-    grade = compute_grade(ctx.results.get("tests", []))
-    return "\n".join(
-        [
-            "## 10. Barème indicatif /20",
-            "",
-            "Points d'un critère = poids × tests réussis / tests exécutés portant son marqueur "
-            "(échec, erreur et test ignoré valent 0). Bonus à part, hors /20.",
-            "",
-            grade.markdown_table(),
-        ]
-    )
+    """The rubric's grade of the lab's own stack, as the grader gave it (never from test outcomes)."""
+    lines = ["## 10. Barème /20", ""]
+    grade = ctx.grade
+    if grade is None:
+        lines.append("Note : non notée dans cette exécution : `python -m chaoslab grade --lab` la donne.")
+    else:
+        lines += [f"Note donnée par le correcteur (`chaoslab/grader`), le même que pour un rendu d'étudiant : "
+                  f"chaque point vient d'un contrôle boîte noire ({grade.get('submission') or 'ce laboratoire'}).",
+                  "", md_table(("Critère", "Points"), [(line["label"], f"{_fr_points(line['points'])}/"
+                                                                     f"{_fr_points(line['weight'])}")
+                                                      for line in grade["lines"]]
+                                + [("**Total**", f"**{_fr_points(grade['points'])}/"
+                                                 f"{_fr_points(grade['max_points'])}**")])]
+        lost = [check for check in grade["checks"] if check["outcome"] != "passed"]
+        if lost:
+            lines += ["", "Points non obtenus :", ""]
+            lines += [f"- `{check['id']}` ({_fr_points(check['max_points'])} pt) : {check['message']}" for check in lost]
+    lines += ["", md_table(("Bonus (hors barème)", "Tests réussis"),
+                           [(label, _passed_of(ctx.results, key)) for key, label in BONUS_MARKERS.items()])]
+    return "\n".join(lines)
 
 
 def render_report(
@@ -728,11 +756,12 @@ def render_report(
     out_dir: str | os.PathLike[str] = ".",
     plots_dir: str | os.PathLike[str] = "reports/plots",
     search_dirs: Sequence[str | os.PathLike[str]] = (),
+    grade: Mapping[str, Any] | None = None,
 ) -> str:
     """The report's Markdown. Makes the plots into ``plots_dir`` as a side effect."""
     rootdir = results.get("run", {}).get("rootdir")
     dirs = ([Path(rootdir)] if rootdir else []) + [Path(d) for d in search_dirs] + [Path.cwd()]
-    ctx = _Context(results, Path(out_dir).resolve(), Path(plots_dir).resolve(), dirs)
+    ctx = _Context(results, Path(out_dir).resolve(), Path(plots_dir).resolve(), dirs, grade)
     sections = [
         section_header(ctx),
         section_architecture(),
@@ -755,16 +784,19 @@ def write_report(
     results_path: str | os.PathLike[str] = "reports/results.json",
     out_path: str | os.PathLike[str] = "report.md",
     plots_dir: str | os.PathLike[str] | None = None,
+    grade_path: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Read ``results_path``, write ``out_path`` and its plots; return ``out_path``."""
+    """Read ``results_path`` (and the grader's ``grade_path``, if given), write ``out_path`` and
+    its plots; return ``out_path``."""
     results_path = Path(results_path)
     results = load_results(results_path)
+    grade = json.loads(Path(grade_path).read_text(encoding="utf-8")) if grade_path else None
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     plots_dir = Path(plots_dir) if plots_dir is not None else results_path.parent / "plots"
     # attachment paths are relative to the repo: the rootdir, else the results file's parent's parent
     search = [results_path.resolve().parent.parent, results_path.resolve().parent]
-    text = render_report(results, out.parent, plots_dir, search_dirs=search)
+    text = render_report(results, out.parent, plots_dir, search_dirs=search, grade=grade)
     out.write_text(text, encoding="utf-8")
     return out
 
@@ -774,10 +806,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results", default="reports/results.json", help="results file of the run")
     parser.add_argument("--out", default="report.md", help="Markdown report to write")
     parser.add_argument("--plots-dir", default=None, help="where to write the PNG plots (default: plots/ beside --results)")
+    parser.add_argument("--grade", default=None, help="the grader's grade.json for the lab's own stack "
+                        "(python -m chaoslab grade --lab)")
     args = parser.parse_args(argv)
     if not Path(args.results).exists():
         parser.error(f"{args.results}: no such results file; run pytest first")
-    out = write_report(args.results, args.out, args.plots_dir)
+    if args.grade and not Path(args.grade).exists():
+        parser.error(f"{args.grade}: no such grade file; run python -m chaoslab grade --lab first")
+    out = write_report(args.results, args.out, args.plots_dir, args.grade)
     print(f"rapport écrit : {out}")
     return 0
 

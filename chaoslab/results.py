@@ -5,7 +5,7 @@ No pytest here: the plugin fills a :class:`TestRecord` per test and calls
 :func:`load_results` and finds figures with :func:`find_tests`,
 :func:`value` and :func:`attachment`.
 
-Layout (``schema`` 1)::
+Layout (``schema`` 2; 1 also held a grade from test outcomes, now the grader's alone)::
 
     {
       "schema": 1,
@@ -14,8 +14,7 @@ Layout (``schema`` 1)::
               "versions": {"postgresql": ..., "redis": ..., "haproxy": ...},
               ...any key given by set_run_info()},
       "summary": {"total", "passed", "failed", "error", "skipped"},
-      "tests": [TestRecord.to_dict(), ...],
-      "grade": Grade.to_dict()
+      "tests": [TestRecord.to_dict(), ...]
     }
 """
 
@@ -28,7 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# The markers a test's record keeps: the TP's parts and the bonuses (the report finds its
+# figures by them); pytest.ini registers them with their meaning.
+SCENARIO_MARKERS: tuple[str, ...] = ("setup", "replication", "haproxy", "cache", "resilience", "failover",
+                                     "stampede", "patroni", "sentinel")
 OUTCOMES = ("passed", "failed", "error", "skipped")
 
 

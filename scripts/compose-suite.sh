@@ -10,7 +10,8 @@
 # The engine is started if none answers (scripts/docker-engine.sh). Results go to
 # reports/junit-compose.xml and reports/results-compose.json, beside the local suite's;
 # the bonus topologies (Redis Sentinel, Patroni) run next, in a pytest of their own, to
-# reports/junit-compose-bonus.xml and reports/results-compose-bonus.json.
+# reports/junit-compose-bonus.xml and reports/results-compose-bonus.json; last, the grader
+# on whole submissions (reports/junit-submissions.xml, reports/results-submissions.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 images=${CHAOSLAB_IMAGES:-local}
@@ -64,5 +65,15 @@ bonus=0
 echo "[compose-suite] bonus topologies (Sentinel, Patroni) on the compose backend: exit $bonus in $(elapsed "$started")"
 # Arguments that select no bonus scenario (-k ...) are not a failure of this half (5: nothing collected).
 if [ "$bonus" -eq 5 ] && [ $# -gt 0 ]; then bonus=0; fi
+
+# The grader on whole submissions: the references get 20/20, each mutant loses exactly its
+# checks. They publish the brief's ports, so they run one after another, after the rest.
+started=$(date +%s)
+graded=0
+.venv/bin/python -m pytest --backend compose -m submissions \
+  --junitxml=reports/junit-submissions.xml --results-file=reports/results-submissions.json "$@" || graded=$?
+echo "[compose-suite] graded submissions (references and mutants): exit $graded in $(elapsed "$started")"
+if [ "$graded" -eq 5 ] && [ $# -gt 0 ]; then graded=0; fi
 [ "$status" -ne 0 ] || status=$bonus
+[ "$status" -ne 0 ] || status=$graded
 exit "$status"

@@ -128,7 +128,7 @@ def test_report_uses_the_figures_of_the_run(results_file: Path, tmp_path: Path):
         "en asynchrone : 3 perdue(s) sur 2267 acquittée(s)",
         "efface à dessein 20 écriture(s)",
         "```mermaid", "│  HAProxy   │", "product:{id}",
-        "| Réplication | 1/2 | 2,5/5 |", "1/1 tests réussis",              # grade, bonus
+        "1/1 tests réussis",                                                 # bonus
     ):
         assert expected in text, expected
     # every figure shown is defined under its table, once
@@ -157,7 +157,7 @@ def test_report_of_an_empty_run_says_everything_is_missing(tmp_path: Path):
     path.write_text(json.dumps({"schema": 1, "run": {"backend": "compose"}, "tests": []}))
     text = report.write_report(path, tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     assert text.count("non mesuré dans cette exécution") >= 10
-    assert "0/20" in text
+    assert "non noté dans cette exécution" in text
     assert "non exécuté" in text
     assert not (tmp_path / "plots").exists()
 
@@ -248,13 +248,14 @@ markers =
 '''
 
 
-def test_plugin_writes_results_junit_and_grade(pytester: pytest.Pytester):
+def test_plugin_writes_results_and_junit_and_grades_nothing(pytester: pytest.Pytester):
     pytester.makeconftest(INNER_CONFTEST)
     pytester.makeini(INNER_INI)
     pytester.makepyfile(test_inner=INNER_TESTS)
     result = pytester.runpytest("--strict-markers", "--junitxml=out/junit.xml", "--results-file=out/results.json")
     result.assert_outcomes(passed=5, failed=1, errors=2, skipped=1)
-    result.stdout.fnmatch_lines(["*chaoslab: barème /20*", "Réplication*1/2*2.5/5*", "*scénarios les plus lents*"])
+    result.stdout.fnmatch_lines(["*scénarios les plus lents*"])
+    assert "barème" not in result.stdout.str(), "points are the grader's alone, not the tests' outcomes"
 
     results = load_results(pytester.path / "out" / "results.json")
     tests = {t["nodeid"].split("::")[-1]: t for t in results["tests"]}
@@ -282,22 +283,12 @@ def test_plugin_writes_results_junit_and_grade(pytester: pytest.Pytester):
     assert run["versions"]["redis"] == "7.0.15" and run["versions"]["postgresql"] == "15.14"
     assert run["wall_seconds"] >= 0 and run["started_at"]
     assert results["summary"] == {"total": 8, "passed": 4, "failed": 1, "error": 2, "skipped": 1}
-    grade = results["grade"]
-    lines = {line["key"]: line for line in grade["lines"]}
-    assert (lines["replication"]["passed"], lines["replication"]["total"]) == (1, 2)
-    assert lines["replication"]["points"] == pytest.approx(2.5)
-    assert lines["cache"]["points"] == pytest.approx(5)
-    assert lines["resilience"]["points"] == 0 and lines["ha"]["points"] == 0
-    assert lines["docker"]["executed"] and lines["docker"]["points"] == 0
-    assert grade["points"] == pytest.approx(7.5)
+    assert "grade" not in results
 
     root = ET.parse(pytester.path / "out" / "junit.xml").getroot()
     suite = root.find("testsuite")
     suite_props = {p.get("name"): p.get("value") for p in suite.findall("properties/property")}
-    assert suite_props["grade"] == "7.5/20"
-    assert suite_props["grade_total"] == "20"
-    assert suite_props["grade.replication"] == "2.5/5 (1/2)"
-    assert suite_props["bonus.patroni"] == "non exécuté"
+    assert suite_props["backend"] == "local" and "grade" not in suite_props
     case = next(c for c in suite.iter("testcase") if c.get("name") == "test_measured_then_failed")
     case_props = {p.get("name"): p.get("value") for p in case.findall("properties/property")}
     assert case_props["replication_delay_ms"] == "12.5"
@@ -313,7 +304,6 @@ def test_plugin_default_results_path_and_no_junit(pytester: pytest.Pytester):
     result.assert_outcomes(passed=1)
     results = json.loads((pytester.path / "reports" / "results.json").read_text())
     assert results["tests"][0]["measurements"]["x"]["value"] is None
-    assert results["grade"]["points"] == 0
 
 
 def test_plugin_collect_only_writes_nothing(pytester: pytest.Pytester):
@@ -339,3 +329,17 @@ def test_report_shows_the_bonus_figures(tmp_path: Path):
     assert "| clé froide, GET concurrents, avec protection | 1 |" in text
     assert "| clé froide, GET concurrents, sans protection | 137 |" in text
     assert "| `kill` | 2,33 s | 4,11 s | 0 / 1548 | réussi |" in text
+
+
+def test_the_report_gives_the_graders_grade_never_one_from_test_outcomes(results_file: Path, tmp_path: Path):
+    from chaoslab.grader import outputs, rubric
+
+    results = [rubric.CheckResult(check.id, rubric.PASSED) for check in rubric.CHECKS]
+    results[0] = rubric.CheckResult("A1.compose_services", rubric.NOT_RUN,
+                                    message="non notable : backend local : aucun docker-compose.yml n'a été lancé")
+    grade_file = tmp_path / "grade.json"
+    grade_file.write_text(json.dumps(outputs.grade_json(rubric.grade(results), "chaoslab (backend local)")))
+    text = report.write_report(results_file, tmp_path / "report.md", grade_path=grade_file).read_text()
+    assert "| Note (barème du sujet, par le correcteur) | **19/20** |" in text
+    assert "| Docker & lancement | 2/3 |" in text and "| **Total** | **19/20** |" in text
+    assert "- `A1.compose_services` (1 pt) : non notable : backend local" in text

@@ -24,6 +24,7 @@ import psycopg
 import redis
 import requests
 
+from ..errors import LabError
 from ..topology import HAPROXY, PRIMARY, REDIS, REPLICA
 from .rubric import BY_ID, CHECKS, FAILED, NOT_RUN, PASSED, CheckResult
 from .target import NotGradable, Target
@@ -451,8 +452,9 @@ def run_check(check_id: str, target: Target, state: State) -> CheckResult:
         result.outcome, result.message, result.evidence = FAILED, str(failed), failed.evidence
     except NotGradable as reason:
         result.outcome, result.message = NOT_RUN, f"non notable : {reason}"
-    except (psycopg.Error, redis.RedisError, requests.RequestException, OSError) as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0][:160]
+    except (psycopg.Error, redis.RedisError, requests.RequestException, OSError, LabError) as exc:
+        # The submission did not answer as the check needed: the check fails, the grading goes on.
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
         result.outcome, result.message = FAILED, f"erreur pendant le contrôle : {type(exc).__name__}: {first_line}"
     result.seconds = round(time.monotonic() - started, 2)
     return result

@@ -232,10 +232,14 @@ class ComposeSubmission(Target):
             return conn.execute("SELECT 1").fetchone()[0] == 1
 
     def _wait_until_answering(self, services: tuple[str, ...], deadline_s: float, sql: bool = True) -> None:
-        """Until each service answers its protocol, or the deadline: the checks then judge what does not."""
+        """Until each service answers its protocol, its container exits, or the deadline: the
+        checks then judge what does not answer."""
         ends = time.monotonic() + deadline_s
+        containers = Containers(self.compose.project, self.log_hint)
         for service in services:
             while time.monotonic() < ends:
+                if not containers.state(service)[0]:
+                    break   # its container exited: waiting cannot help
                 try:
                     if self._answers(service, sql):
                         break

@@ -135,6 +135,19 @@ def feedback_markdown(grade: Grade, submission: str = "", problem: str = "") -> 
     return "\n".join(parts).rstrip() + "\n"
 
 
+def grade_json(grade: Grade, submission: str = "", problem: str = "") -> dict[str, Any]:
+    """The grade as this project reads it back (the report's section on the marking scheme)."""
+    return {
+        "submission": submission, "problem": problem,
+        "points": grade.points, "max_points": grade.max_points,
+        "lines": [{"key": s.line.key, "label": s.line.label, "points": s.points, "weight": s.line.weight}
+                  for s in grade.lines()],
+        "checks": [{"id": r.id, "line": r.check.line, "points": r.points, "max_points": r.check.points,
+                    "outcome": r.outcome, "proves": r.check.proves, "message": r.message, "evidence": r.evidence,
+                    "seconds": r.seconds} for r in grade.results],
+    }
+
+
 def write_all(grade: Grade, out_dir: Path, submission: str = "", problem: str = "") -> dict[str, Path]:
     """Every output of one submission into ``out_dir``; returns what was written."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,6 +156,8 @@ def write_all(grade: Grade, out_dir: Path, submission: str = "", problem: str = 
         "gradescope": (out_dir / "results.json", json.dumps(gradescope(grade), ensure_ascii=False, indent=2) + "\n"),
         "classroom": (out_dir / "classroom-result.txt", classroom_base64(grade) + "\n"),
         "feedback": (out_dir / "FEEDBACK.md", feedback_markdown(grade, submission, problem)),
+        "grade": (out_dir / "grade.json", json.dumps(grade_json(grade, submission, problem), ensure_ascii=False,
+                                                     indent=2, default=str) + "\n"),
     }
     for path, text in files.values():
         path.write_text(text, encoding="utf-8")
