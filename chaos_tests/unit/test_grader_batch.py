@@ -32,7 +32,19 @@ def test_branches_that_cannot_be_graded_get_zero_and_their_reason(tmp_path):
     assert "aucun fichier docker-compose.yml" in (out / "alice_tp" / "FEEDBACK.md").read_text()
     table = list(csv.reader((out / "grades.csv").open()))
     assert table[0][:2] == ["branche", "Docker & lancement"] and table[0][-3:] == ["total", "secondes", "problème"]
-    assert [row[0] for row in table[1:]] == ["alice/tp", "bob"] and {row[-4] for row in table[1:]} == {"0"}
+    assert [row[0] for row in table[1:]] == ["alice/tp", "bob"] and {row[-3] for row in table[1:]} == {"0"}
     assert "| bob | 0 | 0 | 0 | 0 | 0 | 0 |" in (out / "grades.md").read_text()
     every = grade_branches(str(repo), None, tmp_path / "all")
     assert [row.branch for row in every] == ["alice/tp", "main"]
+
+
+def test_the_class_table_from_the_grades_of_separate_jobs(tmp_path):
+    from chaoslab.grader import outputs, rubric
+    from chaoslab.grader.table import main
+
+    for branch, failed in (("alice", "D2.ttl_in_range"), ("team/bob", "F4.writes_after_switch")):
+        results = [rubric.CheckResult(c.id, rubric.FAILED if c.id == failed else rubric.PASSED) for c in rubric.CHECKS]
+        outputs.write_all(rubric.grade(results), tmp_path / "jobs" / branch, submission="submission")
+    assert main([str(tmp_path / "jobs"), "--out", str(tmp_path / "table")]) == 0
+    rows = list(csv.reader((tmp_path / "table" / "grades.csv").open()))
+    assert [(row[0], row[-3]) for row in rows[1:]] == [("alice", "19"), ("team/bob", "18")]
