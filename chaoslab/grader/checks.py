@@ -27,7 +27,7 @@ import requests
 from ..errors import LabError
 from ..topology import HAPROXY, PRIMARY, REDIS, REPLICA
 from .rubric import BY_ID, CHECKS, FAILED, NOT_RUN, PASSED, CheckResult
-from .target import NotGradable, Target
+from .target import NotGradable, SqlFailed, Target
 
 BRIEF_SERVICES = (PRIMARY, REPLICA, REDIS, HAPROXY)
 ANSWER_BOUND_S = 5.0        # an API request must be answered within this, whatever is down
@@ -51,6 +51,7 @@ class State:
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     sequence: int = 0
     cached: int | None = None              # a product whose key D2 filled
+    replication_broken: bool = False       # a row once failed to reach the replica: waiting again is pointless
     failover_product: int | None = None    # the product F1 failed to write, F4 writes again
 
     def name(self, what: str) -> str:
@@ -99,11 +100,12 @@ def _new_product(target: Target, state: State, what: str, price: int = 4999) -> 
     name = state.name(what)
     product_id = _sql(target, PRIMARY, "INSERT INTO products (name, price_cents) VALUES (%s, %s) RETURNING id",
                       (name, price))
-    seen, _ = _poll(lambda: _sql(target, REPLICA, "SELECT id FROM products WHERE id = %s", (product_id,)),
-                    REPLICATION_DEADLINE_S)
+    deadline = 1.0 if state.replication_broken else REPLICATION_DEADLINE_S
+    seen, _ = _poll(lambda: _sql(target, REPLICA, "SELECT id FROM products WHERE id = %s", (product_id,)), deadline)
     if not seen:
+        state.replication_broken = True
         raise Failed(f"la ligne {product_id} écrite sur db-primary n'est pas arrivée sur db-replica en "
-                     f"{REPLICATION_DEADLINE_S:g} s : la suite ne peut pas être jugée")
+                     f"{deadline:g} s : la suite ne peut pas être jugée")
     return product_id
 
 
@@ -218,6 +220,7 @@ def row_replicates(target: Target, state: State) -> dict:
                     REPLICATION_DEADLINE_S, interval=0.005)
     delay_ms = round((time.monotonic() - started) * 1000, 1)
     if not seen:
+        state.replication_broken = True
         raise Failed(f"la ligne écrite sur db-primary n'apparaît pas sur db-replica en {REPLICATION_DEADLINE_S:g} s")
     return {"delay_ms": delay_ms}
 
@@ -227,6 +230,9 @@ def replica_refuses_writes(target: Target, state: State) -> dict:
         _sql(target, REPLICA, "INSERT INTO products (name, price_cents) VALUES (%s, 1)", (state.name("b3"),))
     except psycopg.errors.ReadOnlySqlTransaction as exc:
         return {"error": type(exc).__name__}
+    except psycopg.Error as exc:
+        raise Failed(f"db-replica n'a pas refusé l'écriture comme une replica en lecture seule, mais avec "
+                     f"{type(exc).__name__}", error=type(exc).__name__) from None
     raise Failed("db-replica a accepté une écriture : ce n'est pas une replica en lecture seule")
 
 
@@ -452,6 +458,8 @@ def run_check(check_id: str, target: Target, state: State) -> CheckResult:
         result.outcome, result.message, result.evidence = FAILED, str(failed), failed.evidence
     except NotGradable as reason:
         result.outcome, result.message = NOT_RUN, f"non notable : {reason}"
+    except SqlFailed as exc:
+        result.outcome, result.message = FAILED, f"erreur SQL pendant le contrôle : {exc}"
     except (psycopg.Error, redis.RedisError, requests.RequestException, OSError, LabError) as exc:
         # The submission did not answer as the check needed: the check fails, the grading goes on.
         first_line = (str(exc).strip().splitlines() or [""])[0][:200]

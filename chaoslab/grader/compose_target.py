@@ -28,12 +28,13 @@ from ..compose.containers import Containers
 from ..errors import LabError
 from ..topology import DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, Endpoint
 from .submission import Submission, SubmissionError
-from .target import NotGradable, Target
+from .target import NotGradable, SqlFailed, Target
 
 UP_TIMEOUT_S = 300
 READY_DEADLINE_S = 120
 SERVICE_READY_S = 60
 STOP_TIMEOUT_S = 10
+SQL_ERROR = "SQL :"
 # When the superuser has no password: a first pg_hba.conf line that lets it in on the
 # container's own socket, then a reload (SIGHUP to the postmaster). Bitnami keeps its
 # pg_hba.conf in /opt/bitnami/postgresql/conf, the official image in PGDATA.
@@ -154,11 +155,17 @@ class ComposeSubmission(Target):
         return f"{shlex.join(self.compose.base)} logs {service or ''}".rstrip()
 
     # -- the brief's manual operations ----------------------------------------------------------------
+    def _declared(self, service: str) -> None:
+        if service not in self.declared_services():
+            raise NotGradable(f"le service {service} n'existe pas dans le docker-compose.yml")
+
     def stop(self, service: str) -> None:
+        self._declared(service)
         self._compose("stop", "-t", str(STOP_TIMEOUT_S), service, expected=f"`docker compose stop {service}`",
                       timeout=STOP_TIMEOUT_S + 60)
 
     def start(self, service: str) -> None:
+        self._declared(service)
         self._compose("start", service, expected=f"`docker compose start {service}`", timeout=120)
         self._wait_until_answering((service,), SERVICE_READY_S)
 
@@ -171,6 +178,8 @@ class ComposeSubmission(Target):
         env = self._container_env(container)
         users = list(dict.fromkeys(filter(None, (env.get("POSTGRES_USER"), "postgres"))))
         rows, errors = self._psql(container, service, users, env, query)
+        if rows is None and errors and errors[-1].startswith(SQL_ERROR):
+            raise SqlFailed(f"{query} sur {service} : {errors[-1]}")
         if rows is None:
             granted = docker("exec", container, "sh", "-c", GRANT_LOCAL_SUPERUSER, service=service,
                              expected="the superuser let in on the local socket", check=False, timeout=30)
@@ -195,7 +204,11 @@ class ComposeSubmission(Target):
                           env={**os.environ, "PGPASSWORD": password})
             if done.returncode == 0:
                 return [tuple(line.split("\t")) for line in done.stdout.splitlines() if line], errors
-            errors.append(((done.stderr or done.stdout).strip().splitlines() or [""])[-1])
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            # psql exits with 1 when it got in and the statement failed: that is no access problem.
+            errors.append(f"{SQL_ERROR} {lines[0]}" if done.returncode == 1 and lines else (lines or [""])[-1])
+            if done.returncode == 1:
+                break
         return None, errors
 
     def switch_haproxy_to(self, node: str) -> None:

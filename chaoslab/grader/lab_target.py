@@ -7,11 +7,13 @@ only a compose run may earn the Docker line.
 
 from __future__ import annotations
 
+import psycopg
+
 from .. import pg
 from ..api_server import ApiServer
 from ..cluster import Cluster
 from ..topology import Endpoint
-from .target import AppCredentials, NotGradable, Target
+from .target import AppCredentials, NotGradable, SqlFailed, Target
 
 NO_COMPOSE = "backend local : aucun docker-compose.yml n'a été lancé"
 
@@ -40,7 +42,10 @@ class LabTarget(Target):
 
     def superuser_sql(self, service: str, query: str) -> list[tuple]:
         with pg.connect(self.endpoint(service), self.cluster.creds, role="superuser") as conn:
-            cursor = conn.execute(query)
+            try:
+                cursor = conn.execute(query)
+            except psycopg.Error as exc:
+                raise SqlFailed(f"{query} sur {service} : {type(exc).__name__}: {exc}") from None
             return cursor.fetchall() if cursor.description else []
 
     def switch_haproxy_to(self, node: str) -> None:

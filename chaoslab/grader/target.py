@@ -24,6 +24,10 @@ class NotGradable(Exception):
     """The check cannot run on this submission (the message, in French, says why)."""
 
 
+class SqlFailed(Exception):
+    """A statement the grader ran as the superuser reached the server and failed there."""
+
+
 @dataclass(frozen=True)
 class AppCredentials:
     user: str = BRIEF_USER
