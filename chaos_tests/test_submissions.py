@@ -55,6 +55,23 @@ def test_a_mutant_loses_exactly_its_checks(name, tmp_path, measure):
     assert grade.points == rubric.MAX_POINTS - sum(rubric.BY_ID[check].points for check in mutant.loses)
 
 
+BROKEN = {
+    "compose file that does not parse": ("services:\n  db-primary: [\n", "ne se lit pas"),
+    "image that cannot be pulled": ("services:\n  db-primary:\n    image: chaoslab-does-not-exist:1\n",
+                                    "n'a démarré aucun service"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_a_submission_that_cannot_start_scores_zero_with_its_reason(case, tmp_path):
+    compose, reason = BROKEN[case]
+    (tmp_path / "submission").mkdir()
+    (tmp_path / "submission" / "docker-compose.yml").write_text(compose)
+    grade, problem = grade_submission(tmp_path / "submission", tmp_path / "out")
+    assert reason in problem
+    assert grade.points == 0 and {r.outcome for r in grade.results} == {rubric.NOT_RUN}
+
+
 def test_every_check_is_failed_by_a_mutant(capsys):
     """The table check -> the mutants that fail it, from this run's gradings."""
     missing = sorted(set(MUTANTS) - set(LOST_BY_MUTANT))
