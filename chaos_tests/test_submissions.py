@@ -9,6 +9,7 @@ a compose project of its own that is removed afterwards. Runs with ``--backend c
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,17 @@ def test_a_submission_that_cannot_start_scores_zero_with_its_reason(case, tmp_pa
     grade, problem = grade_submission(tmp_path / "submission", tmp_path / "out")
     assert reason in problem
     assert grade.points == 0 and {r.outcome for r in grade.results} == {rubric.NOT_RUN}
+
+
+def test_an_api_that_never_answers_ends_the_grading_with_its_reason(tmp_path):
+    """The stack starts, the API exits at once: 0 for every check, the reason and the API's log
+    in the feedback, and nothing of the submission left running."""
+    submission = tmp_path / "submission"
+    shutil.copytree(SUBMISSIONS / "brief-student", submission, ignore=shutil.ignore_patterns("node_modules"))
+    (submission / "chaoslab-submission.toml").write_text('[api]\ncommand = "echo oops >&2; exit 3"\nport = 3000\n')
+    grade, problem = grade_submission(submission, tmp_path / "out")
+    assert "l'API s'est arrêtée au démarrage (code 3" in problem and grade.points == 0
+    assert "oops" in (tmp_path / "out" / "api.log").read_text()
 
 
 def test_every_check_is_failed_by_a_mutant(capsys):
