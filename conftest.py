@@ -10,6 +10,7 @@ import pytest
 from chaoslab.api_server import ApiServer
 from chaoslab.backends import BACKENDS, create_cluster, create_patroni_cluster
 from chaoslab.errors import LabError
+from chaoslab.phases import phase
 
 pytest_plugins = ["chaoslab.pytest_plugin"]
 
@@ -36,7 +37,8 @@ def cluster(request: pytest.FixtureRequest):
     """The whole stack, started once per session and removed at the end (Ctrl-C included)."""
     lab = create_cluster(request.config.getoption("--backend"))
     try:
-        lab.start()
+        with phase("lab start"):
+            lab.start()
     except LabError as exc:
         pytest.fail(f"the lab could not start: {exc}", pytrace=False)
     from chaoslab.pytest_plugin import set_run_info, set_version  # after pytest registered the plugin
@@ -47,7 +49,8 @@ def cluster(request: pytest.FixtureRequest):
     try:
         yield lab
     finally:
-        lab.close()
+        with phase("lab stop"):
+            lab.close()
 
 
 @pytest.fixture
@@ -88,13 +91,15 @@ def redis_ha_group(cluster):
     """The Sentinel bonus topology: started only when a scenario asks for it."""
     group = cluster.redis_ha()
     try:
-        group.start()
+        with phase("lab start"):
+            group.start()
     except LabError as exc:
         pytest.fail(f"the Redis Sentinel group could not start: {exc}", pytrace=False)
     try:
         yield group
     finally:
-        group.close()
+        with phase("lab stop"):
+            group.close()
 
 
 @pytest.fixture
@@ -110,7 +115,8 @@ def patroni_cluster(request: pytest.FixtureRequest):
     """The Patroni stack on the chosen backend, started once, only if a patroni test runs."""
     lab = create_patroni_cluster(request.config.getoption("--backend"))
     try:
-        lab.start()
+        with phase("lab start"):
+            lab.start()
     except LabError as exc:
         pytest.fail(f"the Patroni lab could not start: {exc}", pytrace=False)
     from chaoslab.pytest_plugin import set_version
@@ -121,7 +127,8 @@ def patroni_cluster(request: pytest.FixtureRequest):
             set_version(request.config, component, versions.get(component, "?"))
         yield lab
     finally:
-        lab.close()
+        with phase("lab stop"):
+            lab.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ import pytest
 
 from chaoslab import api_client, pg, steps
 from chaoslab.workload import classify_response
-from chaoslab.checkers import FAULT, NEW_PRIMARY, writes_acked_between
+from chaoslab.checkers import ACTION, FAULT, NEW_PRIMARY, writes_acked_between
+from chaoslab.phases import phase
 from chaoslab.topology import PRIMARY, REPLICA
 
 pytestmark = pytest.mark.failover
@@ -24,9 +25,10 @@ pytestmark = pytest.mark.failover
 FAST_FAILURE_S = 5      # a write with no primary must fail within this, never hang
 
 
-def _write_fails_fast(api, why: str) -> None:
+def _write_fails_fast(api, why: str) -> float:
     """An explicit, fast failure: 503 (nothing written), or 502/504 if the API cannot know
-    whether a write it sent was committed; never a 2xx, a hang or a bare 500."""
+    whether a write it sent was committed; never a 2xx, a hang or a bare 500. Returns how
+    long the answer took, in ms."""
     started = time.monotonic()
     response = steps.post_product(api, "while-no-primary")
     elapsed = time.monotonic() - started
@@ -34,6 +36,7 @@ def _write_fails_fast(api, why: str) -> None:
     assert elapsed < FAST_FAILURE_S, f"the failed write took {elapsed:.1f}s: it should fail fast"
     assert response.headers.get("Retry-After"), "a write that failed must say when to retry"
     assert "error" in response.json()
+    return round(elapsed * 1000, 1)
 
 
 def _f1_reads_come_from_the_replica(lab, api, product: dict) -> None:
@@ -59,12 +62,14 @@ def _run_failover(lab, api, measure, request, *, fault: str, switch: str, promot
         steps.wait_for_new_acks(workload, 30)
         lab.fault(fault, PRIMARY)
         history.mark(FAULT)
-        _write_fails_fast(api, "F1, no primary")
-        _f1_reads_come_from_the_replica(lab, api, unread)
-        history.mark("promote")
+        with phase("detection"):                                                    # F1
+            measure("write_refused_ms", _write_fails_fast(api, "F1, no primary"), "ms")
+            _f1_reads_come_from_the_replica(lab, api, unread)
+        history.mark(ACTION)
         lab.promote(REPLICA, method=promote)                                        # F2
         if switch != "role_aware":   # the role-aware checks follow the promotion by themselves
-            _write_fails_fast(api, "promoted, but HAProxy still sends writes to the old primary")
+            with phase("checks"):
+                _write_fails_fast(api, "promoted, but HAProxy still sends writes to the old primary")
             history.mark("switch")
             lab.switch_writes(REPLICA, switch)                                      # F3
         history.mark(NEW_PRIMARY)
@@ -74,7 +79,7 @@ def _run_failover(lab, api, measure, request, *, fault: str, switch: str, promot
     verdict = steps.judge_failover(history, steps.present_names(lab, REPLICA), measure, request, kind="manual",
                                    fault=fault, switch=switch, promote=promote,
                                    synchronous="on" if synchronous else "off")
-    early = writes_acked_between(history, FAULT, "switch" if switch != "role_aware" else "promote")
+    early = writes_acked_between(history, FAULT, "switch" if switch != "role_aware" else ACTION)
     assert not early, f"writes sent after the fault were acknowledged before anyone acted: {early[:5]}"
     verdict.assert_sound()
     return verdict

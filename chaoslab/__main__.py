@@ -6,6 +6,7 @@
     python -m chaoslab promote db-replica
     python -m chaoslab switch db-replica --method reload
     python -m chaoslab down               stop it and remove every trace
+    python -m chaoslab phases             where a test run's seconds went (reports/results.json)
 """
 
 from __future__ import annotations
@@ -82,8 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--all-branches", action="store_true", help="with --git: every branch")
     grade.add_argument("--api-url", help="an API someone else started, instead of the submission's own")
     grade.add_argument("--out", default="reports/grade", help="where to write JUnit, results.json, FEEDBACK.md")
+    commands.add_parser("phases", add_help=False,
+                        help="where a run's seconds went, per phase and per scenario (see phases --help)")
     down = commands.add_parser("down", help="stop the stack and remove every trace")
     down.add_argument("--all", action="store_true", help="also reap any abandoned run")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["phases"]:   # its own options: chaoslab.phase_report
+        from .phase_report import main as phases_main
+        return phases_main(argv[1:])
     args = parser.parse_args(argv)
 
     try:

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .cluster import Cluster
 from .errors import LabError
+from .phases import phase
 from .rundir import RunDir
 from .topology import HAPROXY, REDIS, REPLICA
 from .waits import wait_until
@@ -58,6 +59,7 @@ class ApiServer:
         from service.settings import Settings
         return Settings.from_env(self.environment(**self.settings))
 
+    @phase("api start")
     def start(self, **settings: str) -> None:
         self.settings = {key: str(value) for key, value in settings.items()}
         env = dict(os.environ, **self.environment(**self.settings))
@@ -96,6 +98,7 @@ class ApiServer:
         self.stop()
         self.start(**settings)
 
+    @phase("api start")
     def ensure(self, **settings: str) -> None:
         """Running with exactly these settings (restarted only if they differ), and ready: every
         dependency answers it and no breaker is open. A lab restored to its baseline may have

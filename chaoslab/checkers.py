@@ -29,6 +29,8 @@ from chaoslab.history import COMPLETION_TYPES, OP_FS, History, Op
 # Marked once the fault has happened (the node is down, killed or frozen when the call
 # returns): a write that a dying primary still served is no recovery.
 FAULT = "fault"
+# Marked when the operator starts acting on what they saw (part F: the promotion begins).
+ACTION = "action"
 # Marked once the action that gives writes a new primary is over: the promotion and the
 # HAProxy switch done by hand (part F), or Patroni's new leader seen promoted (bonus).
 NEW_PRIMARY = "new-primary"
@@ -51,6 +53,11 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     Measure("time_to_new_primary_s", "s", "nouveau primary",
             "de la panne à la fin de l'action qui donne un nouveau primary : promotion et bascule HAProxy "
             "(à la main, ici par le harnais, sans temps de réaction humain) ou élection par Patroni"),
+    Measure("detection_s", "s", "détection",
+            "de la panne au début de l'action de l'opérateur, une fois vus l'écriture refusée et la lecture "
+            "servie par la replica (F1) : ici le harnais, sans temps de réaction humain"),
+    Measure("operator_action_s", "s", "action de l'opérateur",
+            "du début de l'action à sa fin : promotion de la replica et bascule HAProxy (F2, F3)"),
     Measure("write_recovery_s", "s", "reprise des écritures",
             "de la fin de cette action à la première écriture acquittée parmi celles envoyées après elle : "
             "le temps propre du système (HAProxy, API)"),
@@ -74,6 +81,12 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     # -- parts B to E, measured by their scenarios
     Measure("replication_delay_ms", "ms", "délai de réplication",
             "d'une écriture validée sur le primary à la ligne visible sur la replica"),
+    Measure("write_refused_ms", "ms", "écriture refusée (F1)",
+            "durée de la réponse (503, ou 502/504 si l'issue est inconnue) à la première écriture envoyée "
+            "par l'API après la panne du primary"),
+    Measure("first_fallback_ms", "ms", "première lecture de repli (E2)",
+            "durée de la première lecture après l'arrêt de la replica, servie par le primary ou refusée "
+            "selon la politique"),
     Measure("haproxy_mark_down_ms", "ms", "détection par HAProxy",
             "de l'arrêt du primary au serveur marqué DOWN par les checks de HAProxy (config sensible au rôle)"),
     Measure("haproxy_reroute_ms", "ms", "réacheminement par HAProxy",
@@ -192,6 +205,16 @@ def time_to_new_primary(history: History) -> float:
     return _event(history, NEW_PRIMARY) - _event(history, FAULT)
 
 
+def detection(history: History) -> float:
+    """``detection_s``: from the fault to the operator's first action."""
+    return _event(history, ACTION) - _event(history, FAULT)
+
+
+def operator_action(history: History) -> float:
+    """``operator_action_s``: from the operator's first action to the end of it (a new primary)."""
+    return _event(history, NEW_PRIMARY) - _event(history, ACTION)
+
+
 def write_recovery(history: History) -> float | None:
     """``write_recovery_s``: from the end of that action to the first acknowledged write sent after it."""
     return first_ack_after(history, NEW_PRIMARY)
@@ -232,6 +255,8 @@ class FailoverFigures:
 
     rto_s: float | None
     time_to_new_primary_s: float | None
+    detection_s: float | None
+    operator_action_s: float | None
     write_recovery_s: float | None
     longest_write_outage_s: float | None
 
@@ -247,6 +272,9 @@ def failover_figures(history: History) -> FailoverFigures:
     return FailoverFigures(
         rto_s=rto(history) if has_fault else None,
         time_to_new_primary_s=time_to_new_primary(history) if has_fault and has_new_primary else None,
+        # Only a failover done by hand has an operator; Patroni's is automatic.
+        detection_s=detection(history) if has_fault and ACTION in names else None,
+        operator_action_s=operator_action(history) if ACTION in names and has_new_primary else None,
         write_recovery_s=write_recovery(history) if has_new_primary else None,
         # The whole history: a write sent just before the fault and refused after it is part
         # of the outage its client lived through.

@@ -16,6 +16,7 @@ from pathlib import Path
 import redis as redis_client
 
 from . import haproxy_config, pg, redis_probe
+from .phases import phase
 from .errors import LabError
 from .redis_ha import RedisHA
 from .topology import DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES, Credentials, Endpoint
@@ -115,6 +116,7 @@ class Cluster(abc.ABC):
         """A Redis Sentinel group (bonus topology) beside the lab; the caller starts and closes it."""
 
     # -- faults -------------------------------------------------------------------
+    @phase("fault")
     def fault(self, action: str, service: str) -> None:
         """Apply a fault by the brief's service name: stop, kill, pause, resume, start, restart."""
         if service not in SERVICES:
@@ -144,6 +146,7 @@ class Cluster(abc.ABC):
     def restart(self, service: str) -> None:
         self.fault("restart", service)
 
+    @phase("promotion")
     def promote(self, service: str = REPLICA, method: str = "pg_ctl", timeout: float = 30) -> None:
         """End recovery on a standby: ``pg_ctl promote`` (the brief's F2) or ``SELECT pg_promote()``."""
         if service not in DB_NODES:
@@ -172,6 +175,7 @@ class Cluster(abc.ABC):
             log=self.log_path(PRIMARY))
 
     # -- HAProxy ----------------------------------------------------------------------
+    @phase("haproxy config")
     def use_haproxy_config(self, name: str) -> None:
         """Install one of haproxy/'s configurations (restart) and wait for its routing."""
         self.haproxy_config_name = name
@@ -180,6 +184,7 @@ class Cluster(abc.ABC):
         self._haproxy_runtime_changed = False
         self.wait_haproxy_settled()
 
+    @phase("switch")
     def switch_writes(self, to: str, method: str) -> None:
         """Send HAProxy's write traffic to another node: the brief's F3, three ways.
 
@@ -199,6 +204,11 @@ class Cluster(abc.ABC):
             if "changed" not in answer and "no need to change" not in answer:
                 raise LabError(HAPROXY, f"the runtime API to repoint {server} at {to}", self.log_path(HAPROXY),
                                f"it answered {answer.strip()!r}")
+            # The checks marked the server down while it pointed at the dead node; left to them,
+            # it comes back only after `rise` checks of the brief's 2 s interval. The operator
+            # knows the new node is up (they just promoted it), so they say so, as HAProxy's
+            # manual offers for slow checks; the next check confirms it or takes it back.
+            self.haproxy_command(f"set server {server} health up")
             # Sessions still bound to the old address would hang on a dead node.
             self.haproxy_command(f"shutdown sessions server {server}")
             self._haproxy_runtime_changed = True
@@ -254,6 +264,7 @@ class Cluster(abc.ABC):
             return "down"
 
     # -- baseline -------------------------------------------------------------------
+    @phase("baseline")
     def restore_baseline(self) -> None:
         """Both nodes up in their original roles, HAProxy on the primary, Redis empty, no data.
 
@@ -318,6 +329,7 @@ class Cluster(abc.ABC):
         """Until ``standby`` has replayed everything the primary has written so far."""
         self.wait_replayed(standby, pg.current_lsn(self.endpoint(PRIMARY), self.creds), timeout)
 
+    @phase("replication wait")
     def wait_replayed(self, standby: str, lsn: str, timeout: float = 15) -> None:
         wait_until(lambda: pg.replayed(self.endpoint(standby), self.creds, lsn), service=standby,
                    expected=f"to replay the WAL up to {lsn}", timeout=timeout, log=self.log_path(standby))

@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import pytest
 
+from chaoslab import phases
 from chaoslab.results import SCENARIO_MARKERS, SCHEMA_VERSION, TestRecord, json_safe, summarize, write_results
 
 DEFAULT_RESULTS_FILE = "reports/results.json"
@@ -306,6 +307,15 @@ class _Recorder:
         self.state = _state(config)
 
     @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None):
+        """Each test gets its own ledger of phases, from its setup to its teardown."""
+        with phases.recording() as ledger:
+            try:
+                return (yield)
+            finally:
+                _record_for(self.config, item).phases = dict(ledger)
+
+    @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):
         report = yield
         _record_for(self.config, item)
@@ -320,6 +330,7 @@ class _Recorder:
         record.properties = [list(p) for p in report.user_properties]
 
         if report.when == "setup":
+            record.duration_setup_s = report.duration
             if report.failed:
                 record.outcome, record.failed_phase = "error", "setup"
                 record.message = _message(report)
@@ -334,9 +345,10 @@ class _Recorder:
                 record.outcome, record.message = "skipped", _message(report)
             else:
                 record.outcome = "passed"
-        elif report.when == "teardown" and report.failed:
+        elif report.when == "teardown":
+            record.duration_teardown_s = report.duration
             # a failed call stays "failed"; a teardown failure after anything else is an error
-            if record.outcome != "failed" and record.outcome != "error":
+            if report.failed and record.outcome not in ("failed", "error"):
                 record.outcome, record.failed_phase = "error", "teardown"
                 record.message = _message(report)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import redis as redis_client
 
 from . import redis_probe
+from .phases import phase
 from .topology import Endpoint
 from .waits import wait_until
 
@@ -117,6 +118,7 @@ class RedisHA(abc.ABC):
             raise RuntimeError("no agreed Redis master right now")
         return _client(self.node_endpoint(master))
 
+    @phase("baseline")
     def restore_baseline(self) -> None:
         """All processes up and running, one agreed master (whichever), no data."""
         for name in [*self.nodes, *self.sentinels]:

@@ -476,17 +476,23 @@ def section_resilience(ctx: _Context) -> str:
     lines += [f"API démarrée pendant que Redis est arrêté, puis Redis démarré : {verdict_of(late_start)}.", ""]
     if replica_tests:
         rows = [
-            (f"`{value(t, 'replica_policy') or label(t)}`", str(value(t, "status_codes") or MISSING_CELL), outcome_fr(t))
+            (f"`{value(t, 'replica_policy') or label(t)}`", str(value(t, "status_codes") or MISSING_CELL),
+             cell(value(t, "first_fallback_ms"), "ms"), outcome_fr(t))
             for t in replica_tests
         ]
-        lines += ["Panne de la replica (E2) :", "", md_table(("Politique", "Codes HTTP (code:nombre)", "Verdict"), rows)]
+        lines += ["Panne de la replica (E2) :", "",
+                  md_table(("Politique", "Codes HTTP (code:nombre)", heading("first_fallback_ms"), "Verdict"), rows),
+                  "", legend(("first_fallback_ms",))]
     else:
         lines.append(f"Panne de la replica (E2) : {MISSING}.")
     return "\n".join(lines)
 
 
 # -- failover --------------------------------------------------------------------------------------
-FAILOVER_FIGURES = ("time_to_new_primary_s", "write_recovery_s", "rto_s", "longest_write_outage_s")
+# By hand, the RTO splits into the operator's detection, their action and the system's own
+# recovery; Patroni has no operator, so its split is its election and the same recovery.
+MANUAL_FIGURES = ("detection_s", "operator_action_s", "write_recovery_s", "rto_s", "longest_write_outage_s")
+AUTOMATIC_FIGURES = ("time_to_new_primary_s", "write_recovery_s", "rto_s", "longest_write_outage_s")
 WRITE_COUNTS = ("acked_writes", "lost_writes", "unknown_writes")
 NOT_APPLICABLE = "sans objet"
 
@@ -501,18 +507,19 @@ def _unmeasured_failures(results: Mapping[str, Any]) -> list[Mapping[str, Any]]:
             if t.get("outcome") != "passed" and value(t, "failover_kind") is None]
 
 
-def _failover_row(ctx: _Context, test: Mapping[str, Any], first_cells: Sequence[str]) -> tuple[str, ...]:
+def _failover_row(ctx: _Context, test: Mapping[str, Any], first_cells: Sequence[str],
+                  names: Sequence[str]) -> tuple[str, ...]:
     link = ctx.plot("timeline", attachment(test, "timeline"), f"timeline-{_slug(label(test))}.png",
                     title=f"Bascule {label(test)}")
     planned = value(test, "failover_kind") == "planned"
     figures = [NOT_APPLICABLE if planned and name in ("rto_s", "time_to_new_primary_s") else cell(value(test, name), "s")
-               for name in FAILOVER_FIGURES]
+               for name in names]
     return (f"`{label(test)}`", *first_cells, *figures, *(cell(value(test, name)) for name in WRITE_COUNTS),
             outcome_fr(test), f"[png]({link})" if link else MISSING_CELL)
 
 
-def _failover_header(first: Sequence[str]) -> tuple[str, ...]:
-    return ("Scénario", *first, *(heading(name) for name in FAILOVER_FIGURES),
+def _failover_header(first: Sequence[str], names: Sequence[str]) -> tuple[str, ...]:
+    return ("Scénario", *first, *(heading(name) for name in names),
             *(heading(name) for name in WRITE_COUNTS), "Verdict", "Chronologie")
 
 
@@ -532,20 +539,27 @@ def section_failover(ctx: _Context) -> str:
     lines = ["## 6. Haute disponibilité : bascule du primary", ""]
     if manual:
         lines += ["Bascule à la main (partie F : panne, promotion, bascule HAProxy, écritures par l'API inchangée) :", ""]
-        lines.append(md_table(_failover_header(("Panne", "Bascule", "Synchrone")),
+        lines.append(md_table(_failover_header(("Panne", "Bascule", "Synchrone"), MANUAL_FIGURES),
                               [_failover_row(ctx, t, (str(value(t, "fault")), str(value(t, "switch")),
-                                                      str(value(t, "synchronous")))) for t in manual]))
+                                                      str(value(t, "synchronous"))), MANUAL_FIGURES)
+                               for t in manual]))
         faults = sorted({str(value(t, "fault")) for t in manual})
-        lines += ["", _soundness(manual) + " Pannes : "
+        lines += ["", f"Le {label_of('rto_s')} s'y décompose en « {label_of('detection_s')} » "
+                      f"({fig(median_of(manual, 'detection_s'), 's')} en médiane), « {label_of('operator_action_s')} » "
+                      f"({fig(median_of(manual, 'operator_action_s'), 's')}) et « {label_of('write_recovery_s')} » "
+                      f"({fig(median_of(manual, 'write_recovery_s'), 's')}). Une écriture envoyée juste après la "
+                      f"panne est refusée en {spread(_numbers(manual, 'write_refused_ms'), 'ms')} "
+                      f"(« {label_of('write_refused_ms')} »).",
+                  "", _soundness(manual) + " Pannes : "
                   + " ; ".join(f"`{key}` : {FAULTS.get(key, MISSING_CELL)}" for key in faults) + "."]
     else:
         lines.append(f"Bascule à la main (partie F) : {MISSING}.")
     lines.append("")
     if automatic:
         lines += ["Failover automatique (bonus Patroni : personne ne promeut ni ne touche HAProxy) :", ""]
-        lines.append(md_table(_failover_header(("Panne", "Synchrone")),
-                              [_failover_row(ctx, t, (str(value(t, "fault")), str(value(t, "synchronous"))))
-                               for t in automatic]))
+        lines.append(md_table(_failover_header(("Panne", "Synchrone"), AUTOMATIC_FIGURES),
+                              [_failover_row(ctx, t, (str(value(t, "fault")), str(value(t, "synchronous"))),
+                                             AUTOMATIC_FIGURES) for t in automatic]))
         lines += ["", _soundness(automatic)]
     else:
         lines.append(f"Failover automatique (Patroni) : {MISSING}.")
@@ -557,7 +571,7 @@ def section_failover(ctx: _Context) -> str:
     if unmeasured:
         lines += ["", "Scénarios de bascule en échec sans mesure : "
                       + " ; ".join(f"`{label(t)}` ({outcome_fr(t)})" for t in unmeasured) + "."]
-    lines += ["", legend((*FAILOVER_FIGURES, *WRITE_COUNTS, "failed_but_present_writes", "stale_reads",
+    lines += ["", legend((*MANUAL_FIGURES, "time_to_new_primary_s", "write_refused_ms", *WRITE_COUNTS, "failed_but_present_writes", "stale_reads",
                           "failed_reads", "rewound_writes"))]
     return "\n".join(lines)
 
@@ -576,7 +590,7 @@ def section_manual_auto(ctx: _Context) -> str:
         "- **Manuel** (sujet) : la promotion (`pg_ctl promote`), l'édition de `haproxy.cfg` et le "
         "redémarrage de HAProxy, la remise en service de l'ancien primary comme replica. Ici c'est le "
         "harnais qui agit, aussitôt la panne constatée : un humain ajouterait son temps de réaction à "
-        f"« {label_of('time_to_new_primary_s')} ».",
+        f"« {label_of('detection_s')} ».",
     ]
     by_switch: dict[str, list[Mapping[str, Any]]] = {}
     for test in manual:
@@ -648,7 +662,8 @@ def section_questions(ctx: _Context) -> str:
             f"primary → replica : {spread(delays, 'ms')}) mais ne garde pas le service : primary arrêté, "
             "les écritures échouent jusqu'à la promotion et la bascule (partie F, "
             f"{label_of('rto_s')} : {spread(_numbers(manual, 'rto_s'), 's')}, dont "
-            f"« {label_of('time_to_new_primary_s')} » {fig(median_of(manual, 'time_to_new_primary_s'), 's')} et "
+            f"« {label_of('detection_s')} » {fig(median_of(manual, 'detection_s'), 's')}, "
+            f"« {label_of('operator_action_s')} » {fig(median_of(manual, 'operator_action_s'), 's')} et "
             f"« {label_of('write_recovery_s')} » {fig(median_of(manual, 'write_recovery_s'), 's')} en médiane). "
             "La HA ajoute la détection, la promotion et le réacheminement, idéalement sans humain.",
             "2. **Manuel / automatique.** Automatique : la réplication, la détection par HAProxy "

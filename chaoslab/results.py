@@ -59,8 +59,12 @@ class TestRecord:
     outcome: str = "passed"
     failed_phase: str | None = None
     message: str | None = None
+    duration_setup_s: float = 0.0
     duration_call_s: float = 0.0
+    duration_teardown_s: float = 0.0
     duration_total_s: float = 0.0
+    # Seconds per harness phase (chaoslab.phases), setup and teardown included.
+    phases: dict[str, float] = field(default_factory=dict)
     measurements: dict[str, dict[str, Any]] = field(default_factory=dict)
     attachments: dict[str, str] = field(default_factory=dict)
     properties: list[list[Any]] = field(default_factory=list)
@@ -78,8 +82,11 @@ class TestRecord:
             "outcome": self.outcome,
             "failed_phase": self.failed_phase,
             "message": self.message,
+            "duration_setup_s": round(self.duration_setup_s, 6),
             "duration_call_s": round(self.duration_call_s, 6),
+            "duration_teardown_s": round(self.duration_teardown_s, 6),
             "duration_total_s": round(self.duration_total_s, 6),
+            "phases": {name: round(seconds, 6) for name, seconds in self.phases.items()},
             "measurements": self.measurements,
             "attachments": self.attachments,
             "properties": [[str(n), json_safe(v)] for n, v in self.properties],

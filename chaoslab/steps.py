@@ -20,6 +20,7 @@ import requests
 from . import api_client, checkers, pg
 from .checkers import FailoverFigures, LostWritesResult, ReadsResult, WorkloadReadsResult
 from .history import History
+from .phases import phase
 from .waits import wait_until
 from .workload import Workload
 
@@ -59,6 +60,7 @@ def create_products(lab, api, count: int, prefix: str = "item") -> dict[int, str
     return products
 
 
+@phase("workload")
 def wait_for_new_acks(workload: Workload, count: int, timeout: float = 20) -> None:
     """Until the workload itself has ``count`` more acknowledged writes than now."""
     target = len(workload.acked_ids) + count
@@ -66,6 +68,7 @@ def wait_for_new_acks(workload: Workload, count: int, timeout: float = 20) -> No
                expected=f"{count} more acknowledged writes from the workload", timeout=timeout)
 
 
+@phase("recovery")
 def wait_for_writes_through_api(api, timeout: float = WRITE_DEADLINE_S) -> None:
     """F4: retry a write through the unchanged, un-restarted API until it is acknowledged."""
     wait_until(lambda: post_product(api, "after-failover").status_code == 201, service="api",
@@ -73,6 +76,7 @@ def wait_for_writes_through_api(api, timeout: float = WRITE_DEADLINE_S) -> None:
                interval=0.1, log=api.log)
 
 
+@phase("checks")
 def present_names(lab, service: str) -> set[str]:
     """The product names ``service`` holds (a node, or HAProxy's write frontend)."""
     with pg.connect(lab.endpoint(service), lab.creds) as conn:
@@ -121,6 +125,7 @@ class FailoverVerdict:
         assert self.lost.lost == 0, f"{why}: acknowledged writes lost: {list(self.lost.lost_names[:10])}"
 
 
+@phase("checks")
 def judge_failover(history: History, present: set[str], measure, request: pytest.FixtureRequest, *,
                    kind: str, **labels: str) -> FailoverVerdict:
     """Record a failover's figures, by their one definition each, and return the verdict.

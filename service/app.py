@@ -42,16 +42,21 @@ def create_app(environ: Mapping[str, str] | None = None) -> Starlette:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     metrics = Metrics()
 
-    def breaker(dependency: str, reset_seconds: float) -> CircuitBreaker:
+    def breaker(dependency: str, reset_seconds: float, probe_seconds: float | None = None) -> CircuitBreaker:
         return CircuitBreaker(
             dependency,
             failure_threshold=settings.breaker_failure_threshold,
             reset_timeout=reset_seconds,
+            probe_timeout=probe_seconds,
             on_change=_log_and_export(metrics),
         )
 
-    primary = DatabaseRole("primary", settings.db_write_dsn, settings, metrics, breaker("primary", settings.db_breaker_reset_seconds))
-    replica = DatabaseRole("replica", settings.db_read_dsn, settings, metrics, breaker("replica", settings.db_breaker_reset_seconds))
+    def db_breaker(role: str) -> CircuitBreaker:
+        # A database probe may take a whole attempt to fail (a frozen server).
+        return breaker(role, settings.db_breaker_reset_seconds, settings.db_attempt_timeout_s)
+
+    primary = DatabaseRole("primary", settings.db_write_dsn, settings, metrics, db_breaker("primary"))
+    replica = DatabaseRole("replica", settings.db_read_dsn, settings, metrics, db_breaker("replica"))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -3,7 +3,10 @@
 Closed: calls go through and consecutive failures are counted. Open: calls are
 refused at once, so a dead dependency costs nothing instead of a timeout. After
 ``reset_timeout`` one call, the probe, is let through (half-open): its success
-closes the breaker, its failure opens it again.
+closes the breaker, its failure opens it again. A probe that has not reported
+after ``probe_timeout`` (by default the reset timeout) is presumed lost and another
+is let through: a short reset must not send a probe every reset to a dependency that
+takes a whole attempt deadline to stay silent.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class CircuitBreaker:
         *,
         failure_threshold: int,
         reset_timeout: float,
+        probe_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[str, BreakerState], None] | None = None,
     ) -> None:
@@ -42,6 +46,7 @@ class CircuitBreaker:
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
+        self.probe_timeout = reset_timeout if probe_timeout is None else max(probe_timeout, reset_timeout)
         self._clock = clock
         self._on_change = on_change
         self._state = BreakerState.CLOSED
@@ -66,8 +71,8 @@ class CircuitBreaker:
             return True
         # Half-open: one probe at a time. A probe whose caller vanished (a
         # cancelled request never reports) must not wedge the breaker, so a new
-        # probe is allowed once the old one is older than the reset timeout.
-        if self._probe_started_at is not None and now - self._probe_started_at < self.reset_timeout:
+        # probe is allowed once the old one is older than the probe timeout.
+        if self._probe_started_at is not None and now - self._probe_started_at < self.probe_timeout:
             return False
         self._probe_started_at = now
         return True

@@ -5,12 +5,20 @@ Every attempt runs in its own task with a client-side deadline. When the deadlin
 passes the task is cancelled and left to finish in the background: psycopg answers a
 cancellation by sending a cancel request and waiting for the query to end (up to
 seconds when the server is SIGSTOPped), and the request must not wait for that.
+
+A refused connection is an answer, not silence: when the server (or HAProxy, with no
+server to offer) refuses or closes a new connection at once, a request does not wait
+the pool timeout for the pool's next attempt. It fails at once (and counts toward the
+breaker), or, when the last attempt was refused and the pool has no idle connection,
+asks the server again itself, so that it gets today's answer, not a remembered one.
+The timeouts are kept for silence: a frozen server, or a proxy still retrying.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -18,7 +26,7 @@ import psycopg
 from psycopg import AsyncConnection, errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from service.breaker import CircuitBreaker
+from service.breaker import BreakerState, CircuitBreaker
 from service.errors import UnprocessableEntity
 from service.metrics import Metrics
 from service.settings import Settings
@@ -66,6 +74,56 @@ class _BrokenConnection(Exception):
     pass
 
 
+class _Refused(Exception):
+    """The server refused a new connection at once: nothing was sent."""
+
+
+class ConnectWatch:
+    """What the latest connection attempt to a role said: refused at once, or not.
+
+    A failure that came before the connect timeout is the server's (or the proxy's)
+    answer; one that took the whole timeout is silence, and says nothing about now.
+    """
+
+    def __init__(self, connect_timeout_s: float) -> None:
+        self._silence_s = connect_timeout_s * 0.9
+        self.refusing = False
+        self._waiters: set[asyncio.Future] = set()
+
+    def record(self, elapsed_s: float, *, connected: bool) -> None:
+        self.refusing = not connected and elapsed_s < self._silence_s
+        if self.refusing:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def next_refusal(self) -> asyncio.Future:
+        """Done when the next attempt to connect is refused (not one before this call)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        waiter.add_done_callback(self._waiters.discard)
+        return waiter
+
+
+def watched_connection_class(watch: ConnectWatch) -> type[AsyncConnection]:
+    """A connection class that tells ``watch`` how each attempt to connect ended: the
+    pool's own attempts (it connects through ``connection_class``) and the direct ones."""
+
+    class WatchedConnection(AsyncConnection):
+        @classmethod
+        async def connect(cls, *args: Any, **kwargs: Any):  # type: ignore[override]
+            started = time.monotonic()
+            try:
+                conn = await super().connect(*args, **kwargs)
+            except psycopg.OperationalError:
+                watch.record(time.monotonic() - started, connected=False)
+                raise
+            watch.record(time.monotonic() - started, connected=True)
+            return conn
+
+    return WatchedConnection
+
+
 class Session:
     """A pooled connection that counts its round trips."""
 
@@ -106,6 +164,10 @@ class DatabaseRole:
         self._metrics = metrics
         self._pool: AsyncConnectionPool | None = None
         self._abandoned: set[asyncio.Task] = set()
+        self._watch = ConnectWatch(settings.db_connect_timeout_s)
+        self._connection_class = watched_connection_class(self._watch)
+        self._connect_kwargs: dict[str, Any] = {}
+        self._renewing = False
 
     @property
     def service(self) -> str:
@@ -113,15 +175,21 @@ class DatabaseRole:
 
     async def open(self) -> None:
         s = self._settings
-        self._pool = AsyncConnectionPool(
+        self._connect_kwargs = {
+            # One statement is one round trip: no BEGIN, no ROLLBACK on return.
+            "autocommit": True,
+            "connect_timeout": s.db_connect_timeout_s,
+            "options": f"-c statement_timeout={s.db_statement_timeout_ms}",
+            "application_name": f"chaoslab-api-{self.role}",
+        }
+        self._pool = await self._open_pool()
+
+    async def _open_pool(self) -> AsyncConnectionPool:
+        s = self._settings
+        pool = AsyncConnectionPool(
             self._dsn,
-            kwargs={
-                # One statement is one round trip: no BEGIN, no ROLLBACK on return.
-                "autocommit": True,
-                "connect_timeout": s.db_connect_timeout_s,
-                "options": f"-c statement_timeout={s.db_statement_timeout_ms}",
-                "application_name": f"chaoslab-api-{self.role}",
-            },
+            connection_class=self._connection_class,
+            kwargs=self._connect_kwargs,
             min_size=s.db_pool_min_size,
             max_size=s.db_pool_max_size,
             timeout=s.db_pool_timeout_s,
@@ -133,7 +201,23 @@ class DatabaseRole:
             open=False,
         )
         # Do not wait: the API must start (and say 503) while a database is down.
-        await self._pool.open(wait=False)
+        await pool.open(wait=False)
+        return pool
+
+    async def _renew_pool(self, failed: AsyncConnectionPool) -> None:
+        """The server answers again, but the pool that saw it fail is waiting out its
+        reconnection backoff (seconds), or still stuck in an attempt made while the
+        server was silent: a fresh pool connects at once. The old one closes aside;
+        connections still out return to it and are closed there."""
+        if self._pool is not failed or self._renewing:
+            return
+        self._renewing = True
+        try:
+            self._pool = await self._open_pool()
+        finally:
+            self._renewing = False
+        logger.info("%s answers again: connection pool renewed", self.role)
+        self._keep(asyncio.ensure_future(failed.close(timeout=_CLOSE_TIMEOUT_S)))
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -158,6 +242,8 @@ class DatabaseRole:
                 raise self._failed("connection lost", exc, maybe_applied=True) from None
             except _AttemptTimedOut as exc:
                 raise self._failed("timed out", exc, maybe_applied=True) from None
+            except _Refused as exc:
+                raise self._failed("not accepting connections", exc, maybe_applied=False) from None
             except PoolTimeout as exc:
                 raise self._failed("no connection available", exc, maybe_applied=False) from None
             except pg_errors.ReadOnlySqlTransaction as exc:
@@ -189,7 +275,7 @@ class DatabaseRole:
         self.breaker.record_failure()
         self._metrics.dependency_failures.labels(self.role).inc()
         # The driver's class name only: its message can carry hosts and SQL.
-        cause = exc.__cause__ if isinstance(exc, _BrokenConnection) else exc
+        cause = exc.__cause__ if isinstance(exc, (_BrokenConnection, _Refused)) else exc
         detail = "" if isinstance(cause, _AttemptTimedOut) else f" ({type(cause).__name__})"
         logger.warning("%s unavailable: %s%s", self.role, reason, detail)
         return DatabaseUnavailable(
@@ -209,19 +295,63 @@ class DatabaseRole:
         return task.result()
 
     async def _on_connection(self, operation: Callable[[Session], Awaitable[T]], counted: bool) -> T:
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise PoolTimeout("pool not open")
         on_round_trip = self._metrics.db_queries.labels(self.role).inc if counted else _no_op
-        async with self._pool.connection() as conn:
-            try:
-                return await operation(Session(conn, on_round_trip))
-            except psycopg.Error as exc:
-                if conn.broken:
-                    raise _BrokenConnection() from exc
-                raise
+        if (self._watch.refusing or self.breaker.state is not BreakerState.CLOSED) \
+                and not pool.get_stats().get("pool_available"):
+            # The server refused the last attempt, or this is the breaker's probe, and
+            # nothing is idle: ask the server now, rather than wait for the pool's next
+            # attempt, which its backoff may hold back for seconds.
+            return await self._on_direct_connection(pool, operation, on_round_trip)
+        conn = await self._getconn_unless_refused(pool)
+        try:
+            return await _run_on(conn, operation, on_round_trip)
+        finally:
+            await pool.putconn(conn)
+
+    async def _getconn_unless_refused(self, pool: AsyncConnectionPool) -> AsyncConnection:
+        """A pooled connection, or ``_Refused`` as soon as an attempt to connect is refused
+        while waiting for one (the pool would go on waiting until its timeout)."""
+        refused = self._watch.next_refusal()
+        getconn = asyncio.ensure_future(pool.getconn())
+        try:
+            await asyncio.wait({getconn, refused}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            refused.cancel()
+            if not getconn.done():
+                getconn.cancel()
+                # A connection handed over just as the wait was cancelled goes back.
+                getconn.add_done_callback(lambda done: self._put_back(pool, done))
+        if getconn.done():
+            return getconn.result()   # PoolTimeout if the pool gave up first
+        raise _Refused("the server refused a new connection while the pool waited for one")
+
+    def _put_back(self, pool: AsyncConnectionPool, getconn: asyncio.Future) -> None:
+        if not getconn.cancelled() and getconn.exception() is None:
+            self._keep(asyncio.ensure_future(pool.putconn(getconn.result())))
+
+    async def _on_direct_connection(self, pool: AsyncConnectionPool, operation: Callable[[Session], Awaitable[T]],
+                                    on_round_trip: Callable[[], None]) -> T:
+        try:
+            conn = await self._connection_class.connect(self._dsn, **self._connect_kwargs)
+        except psycopg.OperationalError as exc:
+            if self._watch.refusing:
+                raise _Refused() from exc
+            raise PoolTimeout("no answer to a new connection") from exc
+        await self._renew_pool(pool)
+        try:
+            return await _run_on(conn, operation, on_round_trip)
+        finally:
+            await conn.close()
 
     def _abandon(self, task: asyncio.Task) -> None:
         task.cancel()
+        self._keep(task)
+
+    def _keep(self, task: asyncio.Task) -> None:
+        """Hold a background task until it ends (the loop keeps only weak references)."""
         self._abandoned.add(task)
         task.add_done_callback(self._forget)
 
@@ -229,6 +359,17 @@ class DatabaseRole:
         self._abandoned.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.debug("abandoned %s attempt ended with %r", self.role, task.exception())
+
+
+async def _run_on(conn: AsyncConnection, operation: Callable[[Session], Awaitable[T]],
+                  on_round_trip: Callable[[], None]) -> T:
+    """Run ``operation``; a connection that died under it raises ``_BrokenConnection``."""
+    try:
+        return await operation(Session(conn, on_round_trip))
+    except psycopg.Error as exc:
+        if conn.broken:
+            raise _BrokenConnection() from exc
+        raise
 
 
 def _no_op() -> None:

@@ -45,7 +45,9 @@ class Settings:
     db_pool_min_size: int = 1
     db_pool_max_size: int = 10
     breaker_failure_threshold: int = 3
-    db_breaker_reset_seconds: float = 1.0
+    # Short: a database that refuses connections costs a probe nothing (it is refused
+    # at once), and writes come back within this of the node's return.
+    db_breaker_reset_seconds: float = 0.25
     redis_breaker_reset_seconds: float = 2.0
     health_timeout_s: float = 1.0
     # lean: one multiplexed connection (service.redis_wire); redis-py: its pooled client.
@@ -96,7 +98,7 @@ class Settings:
             db_pool_max_size=env.integer("DB_POOL_MAX_SIZE", 10, minimum=1),
             breaker_failure_threshold=env.integer("BREAKER_FAILURE_THRESHOLD", 3, minimum=1),
             db_breaker_reset_seconds=env.number(
-                "DB_BREAKER_RESET_SECONDS", 1.0 if breaker_reset is None else breaker_reset, minimum=0.0
+                "DB_BREAKER_RESET_SECONDS", 0.25 if breaker_reset is None else breaker_reset, minimum=0.0
             ),
             redis_breaker_reset_seconds=env.number(
                 "REDIS_BREAKER_RESET_SECONDS", 2.0 if breaker_reset is None else breaker_reset, minimum=0.0

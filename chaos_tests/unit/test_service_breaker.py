@@ -128,3 +128,16 @@ def test_gauge_values_and_labels():
 def test_rejects_nonsense_configuration(kwargs):
     with pytest.raises(ValueError):
         CircuitBreaker("x", **kwargs)
+
+
+def test_a_silent_probe_holds_the_breaker_for_the_probe_timeout_not_the_reset(clock):
+    """A short reset with a slow dependency: one probe at a time, until it is presumed lost."""
+    breaker = CircuitBreaker("primary", failure_threshold=1, reset_timeout=0.25, probe_timeout=2.5, clock=clock)
+    assert breaker.allow_request()
+    breaker.record_failure()
+    clock.now += 0.3
+    assert breaker.allow_request()          # the probe, which then stays silent
+    clock.now += 1.0
+    assert not breaker.allow_request()      # past the reset, but the probe may still answer
+    clock.now += 1.6
+    assert breaker.allow_request()          # 2.6 s: presumed lost, another probe goes

@@ -17,7 +17,7 @@ def test_defaults():
     s = Settings.from_env(REQUIRED)
     assert (s.cache_enabled, s.cache_ttl_seconds, s.replica_down_policy, s.stale_fill_guard) == (True, 60, "fallback", True)
     assert (s.redis_timeout_ms, s.db_connect_timeout_s, s.db_pool_timeout_s, s.db_statement_timeout_ms) == (100, 2, 2.0, 2000)
-    assert (s.breaker_failure_threshold, s.db_breaker_reset_seconds, s.redis_breaker_reset_seconds) == (3, 1.0, 2.0)
+    assert (s.breaker_failure_threshold, s.db_breaker_reset_seconds, s.redis_breaker_reset_seconds) == (3, 0.25, 2.0)
     assert s.tracks_write_lsn
 
 

@@ -27,6 +27,7 @@ from psycopg import sql
 
 from .. import haproxy_config, pg
 from ..errors import LabError
+from ..phases import phase
 from ..topology import HAPROXY, REDIS, REPLICA, Credentials, Endpoint
 from ..waits import wait_until
 from .config import ETCD, LAB_TIMINGS, NODE_NAME_SETTING, NODES, SCOPE, Timings
@@ -288,6 +289,7 @@ class BasePatroniCluster(abc.ABC):
                    log=self.log_path(HAPROXY))
 
     # -- baseline ---------------------------------------------------------------------------------
+    @phase("baseline")
     def restore_baseline(self, *, synchronous: bool = False) -> str:
         """Everything running, a leader (whichever) and a streaming standby, HAProxy agreeing,
         ``synchronous_mode`` as asked, no data, Redis empty. Returns the leader.

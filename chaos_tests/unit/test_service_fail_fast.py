@@ -1,0 +1,78 @@
+"""A refused connection is an answer: the API's database layer fails at once on it.
+
+No server is needed to be refused: a port of 127.0.0.1 where nothing listens makes the
+kernel refuse the connection, as a stopped PostgreSQL does (or HAProxy with no server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+
+from service.breaker import BreakerState, CircuitBreaker
+from service.db import ConnectWatch, DatabaseRole, DatabaseUnavailable
+from service.metrics import Metrics
+from service.settings import Settings
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]   # closed again when the block ends: nothing listens there
+
+
+def _settings(dsn: str) -> Settings:
+    # A pool timeout far above what a refusal takes, so that waiting it out would show.
+    return Settings(db_write_dsn=dsn, db_read_dsn=dsn, redis_url="redis://127.0.0.1:1/0",
+                    db_pool_timeout_s=5.0, db_attempt_timeout_s=6.0)
+
+
+async def _select_one(session) -> tuple | None:
+    return await session.fetchone("SELECT 1")
+
+
+def test_a_refused_connection_fails_at_once_and_opens_the_breaker():
+    dsn = f"host=127.0.0.1 port={_closed_port()} dbname=x user=x password=x"
+    settings = _settings(dsn)
+    breaker = CircuitBreaker("replica", failure_threshold=3, reset_timeout=60)
+
+    async def scenario() -> list[tuple[str, float]]:
+        role = DatabaseRole("replica", dsn, settings, Metrics(), breaker)
+        await role.open()
+        outcomes = []
+        try:
+            for _ in range(4):
+                started = time.monotonic()
+                with pytest.raises(DatabaseUnavailable) as failure:
+                    await role.run(_select_one, retry_if_broken=True)
+                outcomes.append((failure.value.reason, time.monotonic() - started))
+        finally:
+            await role.close()
+        return outcomes
+
+    outcomes = asyncio.run(scenario())
+    reasons = [reason for reason, _ in outcomes]
+    # Not "no connection available": that is the pool timeout (5 s here) running out.
+    assert reasons == ["not accepting connections"] * 3 + ["circuit breaker open"], outcomes
+    assert breaker.state is BreakerState.OPEN
+    assert max(seconds for _, seconds in outcomes) < settings.db_pool_timeout_s, outcomes
+
+
+def test_only_a_quick_failure_counts_as_a_refusal():
+    async def scenario() -> tuple[bool, bool, bool, bool]:
+        watch = ConnectWatch(connect_timeout_s=2)
+        waiter = watch.next_refusal()
+        watch.record(1.95, connected=False)   # the whole timeout: silence, not an answer
+        silent = (watch.refusing, waiter.done())
+        watch.record(0.01, connected=False)   # refused at once
+        refused = (watch.refusing, waiter.done())
+        watch.record(0.02, connected=True)
+        return (*silent, *refused) + (watch.refusing,)
+
+    silent_refusing, silent_done, refusing, done, after_success = asyncio.run(scenario())
+    assert (silent_refusing, silent_done) == (False, False)
+    assert (refusing, done) == (True, True)
+    assert after_success is False
