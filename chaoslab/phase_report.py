@@ -74,11 +74,18 @@ def render(results: Mapping[str, Any], *, before: Mapping[str, Any] | None = Non
     for name, seconds in phase_totals(tests).items():
         lines.append(f"  {name:<16}{seconds:9.1f} {_change(seconds, old_phases.get(name, 0.0) if before else None)}")
 
-    lines += ["", "per file:", header]
+    lines += ["", "per file (files under a second together at the end):", header]
     old_files = file_totals(before.get("tests", [])) if before is not None else {}
+    quick = [0, 0.0, 0.0]
     for name, (count, seconds) in file_totals(tests).items():
         old = old_files.get(name, (0, 0.0))[1] if before is not None else None
-        lines.append(f"  {name:<40}{count:4d} tests {seconds:9.1f} {_change(seconds, old)}")
+        if seconds < 1.0:
+            quick = [quick[0] + count, quick[1] + seconds, quick[2] + (old or 0.0)]
+            continue
+        lines.append(f"  {name:<44}{count:4d} tests {seconds:9.1f} {_change(seconds, old)}")
+    if quick[0]:
+        lines.append(f"  {'the other files':<44}{quick[0]:4d} tests {quick[1]:9.1f} "
+                     f"{_change(quick[1], quick[2] if before is not None else None)}")
 
     old_tests = {test["nodeid"]: test for test in before.get("tests", [])} if before is not None else {}
     slowest = sorted(tests, key=lambda t: t.get("duration_total_s", 0.0), reverse=True)[:top]

@@ -223,6 +223,14 @@ def _message(report: pytest.TestReport) -> str | None:
     return text if len(text) <= MESSAGE_BUDGET else text[: MESSAGE_BUDGET - 3] + "..."
 
 
+def _merge_run_info(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if key == "versions" and isinstance(value, dict):
+            into.setdefault("versions", {}).update(value)
+        else:
+            into[key] = value
+
+
 # --- end of session --------------------------------------------------------
 
 
@@ -310,15 +318,31 @@ class _Recorder:
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None):
         """Each test gets its own ledger of phases, from its setup to its teardown."""
         with phases.recording() as ledger:
-            try:
-                return (yield)
-            finally:
-                _record_for(self.config, item).phases = dict(ledger)
+            _record_for(self.config, item).phases = ledger   # filled as the phases end
+            return (yield)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):
         report = yield
-        _record_for(self.config, item)
+        record = _record_for(self.config, item)
+        if call.when == "teardown" and hasattr(self.config, "workerinput"):
+            # An xdist worker: its last report carries what the controller cannot see.
+            report.chaoslab_worker = {"record": record.to_dict(), "run_info": self.state.run_info}
+        return report
+
+    # xdist sends reports between processes as dicts: the worker's record rides along.
+    @pytest.hookimpl(wrapper=True)
+    def pytest_report_to_serializable(self, config: pytest.Config, report: Any):
+        data = yield
+        if data is not None and getattr(report, "chaoslab_worker", None) is not None:
+            data["chaoslab_worker"] = report.chaoslab_worker
+        return data
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_report_from_serializable(self, config: pytest.Config, data: dict[str, Any]):
+        report = yield
+        if report is not None and "chaoslab_worker" in data:
+            report.chaoslab_worker = data["chaoslab_worker"]
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -328,6 +352,10 @@ class _Recorder:
             record = records[report.nodeid] = TestRecord(nodeid=report.nodeid, outcome="")
         record.duration_total_s += report.duration
         record.properties = [list(p) for p in report.user_properties]
+        worker = getattr(report, "chaoslab_worker", None)
+        if worker is not None:   # the controller of an xdist run
+            record.take_from_worker(worker["record"])
+            _merge_run_info(self.state.run_info, worker["run_info"])
 
         if report.when == "setup":
             record.duration_setup_s = report.duration

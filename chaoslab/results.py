@@ -72,6 +72,14 @@ class TestRecord:
     def add_measurement(self, name: str, value: Any, unit: str = "") -> None:
         self.measurements[name] = {"value": json_safe(value), "unit": unit}
 
+    def take_from_worker(self, data: Mapping[str, Any]) -> None:
+        """What an xdist worker recorded of this test (the controller only sees its reports)."""
+        self.name, self.file, self.param_id = data["name"], data["file"], data["param_id"]
+        self.markers = list(data["markers"])
+        self.measurements = dict(data["measurements"])
+        self.attachments = dict(data["attachments"])
+        self.phases = dict(data["phases"])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "nodeid": self.nodeid,

@@ -194,9 +194,8 @@ class DatabaseRole:
             max_size=s.db_pool_max_size,
             timeout=s.db_pool_timeout_s,
             reconnect_timeout=_RECONNECT_TIMEOUT_S,
-            # After a failover every pooled connection is dead: test each one as it
-            # leaves the pool, so requests get a live connection or a fresh one.
-            check=AsyncConnectionPool.check_connection,
+            # No check= here: the pool would sleep its reconnection backoff (a second) after
+            # each dead connection it finds. _on_connection checks them itself.
             name=self.role,
             open=False,
         )
@@ -299,13 +298,23 @@ class DatabaseRole:
         if pool is None:
             raise PoolTimeout("pool not open")
         on_round_trip = self._metrics.db_queries.labels(self.role).inc if counted else _no_op
-        if (self._watch.refusing or self.breaker.state is not BreakerState.CLOSED) \
-                and not pool.get_stats().get("pool_available"):
-            # The server refused the last attempt, or this is the breaker's probe, and
-            # nothing is idle: ask the server now, rather than wait for the pool's next
-            # attempt, which its backoff may hold back for seconds.
+        if self._watch.refusing or (self.breaker.state is not BreakerState.CLOSED
+                                    and not pool.get_stats().get("pool_available")):
+            # The server refused the last attempt (what the pool holds predates it: likely
+            # dead), or this is the breaker's probe with nothing idle: ask the server now,
+            # rather than wait for the pool's next attempt, which its backoff may hold back
+            # for seconds.
             return await self._on_direct_connection(pool, operation, on_round_trip)
         conn = await self._getconn_unless_refused(pool)
+        try:
+            # After a restart or a failover every pooled connection is dead: test the one
+            # leaving the pool (one empty round trip), so that a write is never sent on it.
+            await AsyncConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            await pool.putconn(conn)   # broken: the pool drops it
+            # The server went away since this pool connected: the connections it still
+            # holds are as dead. Ask the server directly; if it answers, the pool is renewed.
+            return await self._on_direct_connection(pool, operation, on_round_trip)
         try:
             return await _run_on(conn, operation, on_round_trip)
         finally:
