@@ -61,12 +61,17 @@ class RunDir:
     @classmethod
     def create(cls) -> "RunDir":
         root = _root()
-        path = root / f"run-{os.getpid()}-{secrets.token_hex(3)}"
-        path.mkdir(mode=0o755)
-        (path / "pgroups").mkdir()
-        (path / OWNER_FILE).write_text(
+        name = f"run-{os.getpid()}-{secrets.token_hex(3)}"
+        # Filled under a name the reaper does not look at, then renamed (atomically): another
+        # run reaping at the same moment (a pytest-xdist worker) never sees it without its owner.
+        building = root / f".{name}"
+        building.mkdir(mode=0o755)
+        (building / "pgroups").mkdir()
+        (building / OWNER_FILE).write_text(
             json.dumps({"pid": os.getpid(), "start": _process_start_time(os.getpid())})
         )
+        path = root / name
+        building.rename(path)
         return cls(path)
 
     def service_dir(self, service: str) -> Path:
