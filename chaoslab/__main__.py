@@ -1,7 +1,7 @@
 """Hands-on use of the lab, as a student pokes at it: up, status, fault, down.
 
-    python -m chaoslab up                 start the stack and leave it running
-    python -m chaoslab status             where everything is, and how to connect
+    python -m chaoslab up                 start the stack and its API, and leave them running
+    python -m chaoslab status             where everything is, and how to connect (curl, psql...)
     python -m chaoslab fault kill db-primary
     python -m chaoslab promote db-replica
     python -m chaoslab switch db-replica --method reload
@@ -17,6 +17,7 @@ import shlex
 import sys
 
 from . import rundir
+from .api_server import API, ApiServer
 from .cluster import FAULTS, PROMOTE_METHODS, SWITCH_METHODS
 from .errors import LabError
 from .local.cluster import LocalCluster
@@ -40,21 +41,42 @@ def connection_lines(cluster: LocalCluster) -> list[str]:
     ]
 
 
-def print_status(cluster: LocalCluster) -> None:
+def api_lines(api: ApiServer) -> list[str]:
+    """curl lines that work as pasted on a new lab: a product is created (the brief's B2 row),
+    then read (twice: a miss, then a hit from Redis) and changed."""
+    url = f"{api.base_url}/products"
+    body = """-H 'Content-Type: application/json' -d '{"name": "Keyboard", "price_cents": %d}'"""
+    return [
+        f"curl -s -X POST {body % 4999} {url}",
+        f"curl -s -i {url}/1          # X-Cache: miss, then hit",
+        f"curl -s -X PUT {body % 3999} {url}/1",
+        f"curl -s {api.base_url}/health",
+    ]
+
+
+def print_status(cluster: LocalCluster, api: ApiServer | None) -> None:
     print(f"lab {cluster.run_dir.run_id} ({cluster.run_dir.path}), HAProxy config: {cluster.haproxy_config_name}")
     for service, info in cluster.describe().items():
         state = "paused" if info["paused"] else "running" if info["running"] else "stopped"
         print(f"  {service:<11} {info['endpoint']:<16} {state:<8} log: {info['log']}")
+    if api is not None:
+        print(f"  {API:<11} {api.base_url.removeprefix('http://'):<16} {api.state():<8} log: {api.log}")
     print("connect:")
     for line in connection_lines(cluster):
         print(f"  {line}")
+    if api is not None:
+        print("the API (GET and PUT /products/{id}, reads cached in Redis under product:{id}):")
+        for line in api_lines(api):
+            print(f"  {line}")
 
 
-def _the_running_lab() -> LocalCluster:
+def _the_running_lab() -> tuple[LocalCluster, ApiServer | None]:
     runs = rundir.detached_runs()
     if not runs:
-        raise LabError("lab", "a stack started by `python -m chaoslab up`", cause="none is running")
-    return LocalCluster.attach(runs[-1])
+        raise LabError("lab", "a stack started by `python -m chaoslab up`",
+                       cause="none is running: start one with `python -m chaoslab up`")
+    cluster = LocalCluster.attach(runs[-1])
+    return cluster, ApiServer.attach(cluster, cluster.run_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start the stack (the brief's ports when free) and leave it running")
     up.add_argument("--config", choices=["brief", "role_aware"], default="brief", help="HAProxy configuration")
+    up.add_argument("--no-api", action="store_true", help="no API: bring your own (it reaches the printed ports)")
     commands.add_parser("status", help="show the running stack and how to connect")
     fault = commands.add_parser("fault", help="inject a fault into a service")
     fault.add_argument("action", choices=FAULTS)
-    fault.add_argument("service", choices=SERVICES)
+    fault.add_argument("service", choices=SERVICES + (API,))
     promote = commands.add_parser("promote", help="promote a standby (TP F2)")
     promote.add_argument("service", choices=DB_NODES, nargs="?", default=REPLICA)
     promote.add_argument("--method", choices=PROMOTE_METHODS, default="pg_ctl")
@@ -99,10 +122,19 @@ def main(argv: list[str] | None = None) -> int:
                 raise LabError("lab", "no stack running yet", cause="one is already up: see `python -m chaoslab status`")
             cluster = LocalCluster(brief_ports=True)
             cluster.start()
-            if args.config != "brief":
-                cluster.use_haproxy_config(args.config)
+            api = None
+            try:
+                if args.config != "brief":
+                    cluster.use_haproxy_config(args.config)
+                if not args.no_api:
+                    api = ApiServer.in_lab(cluster, cluster.run_dir)
+                    api.start()
+                    api.detach()
+            except BaseException:
+                cluster.close()   # its run directory holds the API too: nothing stays running
+                raise
             cluster.detach()
-            print_status(cluster)
+            print_status(cluster, api)
             print("stop it with: python -m chaoslab down")
             return 0
         if args.command == "grade":
@@ -124,15 +156,21 @@ def main(argv: list[str] | None = None) -> int:
                 for run in rundir.reap_abandoned_runs():
                     print(f"reaped abandoned {run}")
             return 0
-        cluster = _the_running_lab()
-        if args.command == "fault":
+        cluster, api = _the_running_lab()
+        if args.command == "fault" and args.service == API:
+            if api is None:
+                raise LabError(API, "an API started by `python -m chaoslab up`",
+                               cause="this lab was started with --no-api: restart it with `python -m chaoslab down` "
+                                     "then `python -m chaoslab up`")
+            api.fault(args.action)
+        elif args.command == "fault":
             cluster.fault(args.action, args.service)
         elif args.command == "promote":
             cluster.promote(args.service, method=args.method)
         elif args.command == "switch":
             cluster.switch_writes(args.service, args.method)
         cluster.save_state()
-        print_status(cluster)
+        print_status(cluster, api)
         return 0
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -55,7 +55,8 @@ def test_an_interrupted_run_leaves_nothing(tmp_path, interrupt):
     inner = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-q", "-o", "addopts=",
          "--rootdir", str(tmp_path), str(test_file)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # stdin of its own: under pytest-xdist, this process's stdin is the worker's channel.
+        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
         wait_until(lambda: info.exists() and info.read_text(), service="inner pytest",
@@ -63,7 +64,12 @@ def test_an_interrupted_run_leaves_nothing(tmp_path, interrupt):
         lab = json.loads(info.read_text())
         run = Path(lab["run"])
         inner.send_signal(interrupt)
-        output, _ = inner.communicate(timeout=60)
+        try:
+            output, _ = inner.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            inner.kill()
+            output, _ = inner.communicate(timeout=10)
+            pytest.fail(f"the inner pytest did not end within 60 s of {interrupt.name}; its output:\n{output}")
         if interrupt == signal.SIGKILL:
             # A killed run cannot clean up; it leaves its servers, which the next run reaps.
             assert run.exists(), "a SIGKILLed run should have left its directory for the reaper"

@@ -32,10 +32,15 @@ class ServerUser:
     home: str
 
     @classmethod
+    def current(cls) -> "ServerUser":
+        """This process's user (the API runs as the harness does: it reads the project's code)."""
+        entry = pwd.getpwuid(os.geteuid())
+        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+
+    @classmethod
     def detect(cls) -> "ServerUser":
         if os.geteuid() != 0:
-            entry = pwd.getpwuid(os.geteuid())
-            return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+            return cls.current()
         name = os.environ.get("CHAOSLAB_SERVER_USER", "postgres")
         try:
             entry = pwd.getpwnam(name)

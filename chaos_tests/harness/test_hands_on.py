@@ -1,0 +1,96 @@
+"""The lab by hand, as a student uses it: `up`, the printed lines pasted into a shell, a fault
+on the API, `down`. Run as a person would, through the command line, in a run root of its own
+so that a lab the user left running is neither seen nor touched."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaoslab.rundir import alive, process_tree
+
+pytestmark = pytest.mark.harness
+REPO = Path(__file__).resolve().parents[2]
+RUN_ROOT = Path("/tmp/chaoslab-hands-on-test")
+
+
+def chaoslab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CHAOSLAB_RUN_ROOT=str(RUN_ROOT))
+    return subprocess.run([sys.executable, "-m", "chaoslab", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def pasted(line: str) -> str:
+    """A printed line run as a student pastes it into bash (comment included)."""
+    done = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=30)
+    return done.stdout
+
+
+def printed(output: str, start: str) -> list[str]:
+    return [line.strip() for line in output.splitlines() if line.strip().startswith(start)]
+
+
+@pytest.fixture
+def hands_on_lab():
+    chaoslab("down", "--all")   # whatever a killed run of this test left
+    up = chaoslab("up")
+    try:
+        assert up.returncode == 0, f"`python -m chaoslab up` failed: {up.stderr}"
+        yield up.stdout
+    finally:
+        down = chaoslab("down")
+        assert down.returncode == 0, down.stderr
+
+
+def test_up_starts_the_api_and_its_printed_curl_lines_work_as_pasted(hands_on_lab):
+    curls = printed(hands_on_lab, "curl ")
+    assert len(curls) == 4, f"expected POST, GET, PUT and /health lines in:\n{hands_on_lab}"
+    post, get, put, health = curls
+    created = json.loads(pasted(post))
+    assert created["id"] == 1 and created["price_cents"] == 4999, created
+    assert "x-cache: miss" in pasted(get).lower()
+    assert "x-cache: hit" in pasted(get).lower(), "the second GET should be served from Redis"
+    assert json.loads(pasted(put))["price_cents"] == 3999
+    assert json.loads(pasted(health))["status"] == "ok"
+
+
+def test_a_fault_on_the_api_is_applied_and_undone_like_on_any_service(hands_on_lab):
+    health = printed(hands_on_lab, "curl ")[-1]
+
+    def api_state() -> str:
+        status = chaoslab("status")
+        assert status.returncode == 0, status.stderr
+        return printed(status.stdout, "api ")[0].split()[2]
+
+    killed = chaoslab("fault", "kill", "api")
+    assert killed.returncode == 0, killed.stderr
+    assert api_state() == "stopped"
+    assert pasted(health) == "", "nothing should answer on the API's port once it is killed"
+
+    started = chaoslab("fault", "start", "api")
+    assert started.returncode == 0, started.stderr
+    assert api_state() == "running"
+    assert json.loads(pasted(health))["status"] == "ok"
+
+    assert chaoslab("fault", "pause", "api").returncode == 0
+    assert api_state() == "paused"
+    assert chaoslab("fault", "resume", "api").returncode == 0
+    assert api_state() == "running"
+
+
+def test_down_leaves_no_process_of_the_lab_or_its_api():
+    chaoslab("down", "--all")
+    up = chaoslab("up")
+    assert up.returncode == 0, up.stderr
+    run = next(RUN_ROOT.glob("run-*"))
+    groups = [int(record.read_text()) for record in (run / "pgroups").iterdir()]
+    assert "api" in {record.name for record in (run / "pgroups").iterdir()}, "the API should run inside the lab"
+    pids = [pid for group in groups for pid in process_tree(group)]
+    assert chaoslab("down").returncode == 0
+    assert alive(pids) == [], f"processes left after `down`: {alive(pids)}"
+    assert not run.exists()
