@@ -5,6 +5,7 @@
     python -m chaoslab fault kill db-primary
     python -m chaoslab promote db-replica
     python -m chaoslab switch db-replica --method reload
+    python -m chaoslab load --seconds 60  writes and reads through the API, judged at the end
     python -m chaoslab down               stop it and remove every trace
     python -m chaoslab phases             where a test run's seconds went (reports/results.json)
 """
@@ -20,6 +21,7 @@ from . import rundir
 from .api_server import API, ApiServer
 from .cluster import FAULTS, PROMOTE_METHODS, SWITCH_METHODS
 from .errors import LabError
+from .lab_events import recorded
 from .local.cluster import LocalCluster
 from .topology import DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES
 
@@ -96,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     switch = commands.add_parser("switch", help="point HAProxy's writes at another node (TP F3)")
     switch.add_argument("service", choices=DB_NODES)
     switch.add_argument("--method", choices=SWITCH_METHODS, default="restart")
+    load = commands.add_parser("load", help="the scenarios' workload through the lab's API, judged at the end")
+    load.add_argument("--seconds", type=float, default=60, help="how long at most (Ctrl-C stops it before)")
+    load.add_argument("--writers", type=int, default=2, choices=range(0, 17), metavar="N", help="writer threads")
+    load.add_argument("--readers", type=int, default=1, choices=range(0, 17), metavar="N", help="reader threads")
+    load.add_argument("--rate", type=float, help="operations per second per thread (default: as fast as "
+                      "answers come, with 10 ms between them)")
+    load.add_argument("--api-url", help="another API than the lab's (it must use the lab's databases)")
     grade = commands.add_parser("grade", help="grade a submission with the rubric's black-box checks")
     target = grade.add_mutually_exclusive_group(required=True)
     target.add_argument("path", nargs="?", type=Path, help="a submission's directory (its docker-compose.yml, "
@@ -157,18 +166,32 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"reaped abandoned {run}")
             return 0
         cluster, api = _the_running_lab()
+        if args.command == "load":
+            if args.writers + args.readers == 0:
+                parser.error("load: give at least one writer or reader")
+            if api is None and not args.api_url:
+                raise LabError(API, "an API to send the load to", cause="this lab was started with --no-api: "
+                               "pass --api-url URL, or run `python -m chaoslab down` then `python -m chaoslab up`")
+            from .load import run_load
+            from .steps import present_names
+            return run_load(args.api_url or api.base_url, cluster.run_dir, lambda: present_names(cluster, HAPROXY),
+                            seconds=args.seconds, writers=args.writers, readers=args.readers, rate=args.rate)
         if args.command == "fault" and args.service == API:
             if api is None:
                 raise LabError(API, "an API started by `python -m chaoslab up`",
                                cause="this lab was started with --no-api: restart it with `python -m chaoslab down` "
                                      "then `python -m chaoslab up`")
-            api.fault(args.action)
+            with recorded(cluster.run_dir, "fault", f"{args.action} {API}"):
+                api.fault(args.action)
         elif args.command == "fault":
-            cluster.fault(args.action, args.service)
+            with recorded(cluster.run_dir, "fault", f"{args.action} {args.service}"):
+                cluster.fault(args.action, args.service)
         elif args.command == "promote":
-            cluster.promote(args.service, method=args.method)
+            with recorded(cluster.run_dir, "promote", f"{args.service} ({args.method})"):
+                cluster.promote(args.service, method=args.method)
         elif args.command == "switch":
-            cluster.switch_writes(args.service, args.method)
+            with recorded(cluster.run_dir, "switch", f"{args.service} ({args.method})"):
+                cluster.switch_writes(args.service, args.method)
         cluster.save_state()
         print_status(cluster, api)
         return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,48 @@ def test_down_leaves_no_process_of_the_lab_or_its_api():
     assert chaoslab("down").returncode == 0
     assert alive(pids) == [], f"processes left after `down`: {alive(pids)}"
     assert not run.exists()
+
+
+def test_load_measures_a_failover_done_by_hand_with_the_scenarios_checkers(hands_on_lab):
+    """The brief's part F by hand, in a second terminal, while `load` runs in the first."""
+    env = dict(os.environ, CHAOSLAB_RUN_ROOT=str(RUN_ROOT))
+    load = subprocess.Popen([sys.executable, "-m", "chaoslab", "load", "--seconds", "10"], cwd=REPO, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first_line = load.stdout.readline()
+        assert first_line.startswith("load on http://127.0.0.1:"), first_line
+        for step in (("fault", "stop", "db-primary"), ("promote", "db-replica"),
+                     ("switch", "db-replica", "--method", "runtime_api")):
+            done = chaoslab(*step)
+            assert done.returncode == 0, f"{' '.join(step)}: {done.stderr}"
+        output, _ = load.communicate(timeout=30)
+    finally:
+        if load.poll() is None:
+            load.kill()
+    assert load.returncode == 0, output
+    assert " ok " in output and "p99" in output, f"no progress lines:\n{output}"
+    lost = printed(output, "lost writes:")
+    assert lost and lost[0].startswith("lost writes: 0 of "), output
+    assert "failover: `fault stop db-primary`" in output
+    figures = {line.split()[0]: line.split()[1] for line in printed(output, "") if line.endswith(")")
+               and line.split()[0].endswith("_s")}
+    for name in ("rto_s", "detection_s", "operator_action_s", "write_recovery_s"):
+        assert float(figures[name]) >= 0, f"{name} missing from:\n{output}"
+
+
+def test_load_stops_cleanly_on_ctrl_c_and_still_judges_its_history(hands_on_lab):
+    env = dict(os.environ, CHAOSLAB_RUN_ROOT=str(RUN_ROOT))
+    load = subprocess.Popen([sys.executable, "-m", "chaoslab", "load", "--seconds", "60"], cwd=REPO, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        load.stdout.readline()
+        load.stdout.readline()   # a first progress line: it is under way
+        load.send_signal(signal.SIGINT)
+        output, _ = load.communicate(timeout=15)
+    finally:
+        if load.poll() is None:
+            load.kill()
+    assert load.returncode == 0, output
+    assert "stopping: Ctrl-C" in output and "Traceback" not in output, output
+    assert printed(output, "lost writes: 0 of "), output
+    assert "no fault on db-primary during the load" in output
