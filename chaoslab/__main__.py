@@ -6,6 +6,7 @@
     python -m chaoslab promote db-replica
     python -m chaoslab switch db-replica --method reload
     python -m chaoslab load --seconds 60  writes and reads through the API, judged at the end
+    python -m chaoslab watch              a live view: roles, replication, HAProxy, Redis, the API
     python -m chaoslab down               stop it and remove every trace
     python -m chaoslab phases             where a test run's seconds went (reports/results.json)
 """
@@ -105,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--rate", type=float, help="operations per second per thread (default: as fast as "
                       "answers come, with 10 ms between them)")
     load.add_argument("--api-url", help="another API than the lab's (it must use the lab's databases)")
+    watch = commands.add_parser("watch", help="a live view of the lab (Ctrl-C quits)")
+    watch.add_argument("--seconds", type=float, help="quit by itself after this long")
+    watch.add_argument("--api-url", help="another API than the lab's")
     grade = commands.add_parser("grade", help="grade a submission with the rubric's black-box checks")
     target = grade.add_mutually_exclusive_group(required=True)
     target.add_argument("path", nargs="?", type=Path, help="a submission's directory (its docker-compose.yml, "
@@ -176,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             from .steps import present_names
             return run_load(args.api_url or api.base_url, cluster.run_dir, lambda: present_names(cluster, HAPROXY),
                             seconds=args.seconds, writers=args.writers, readers=args.readers, rate=args.rate)
+        if args.command == "watch":
+            from .watch import run_watch
+            return run_watch(cluster, args.api_url or (api.base_url if api else None), seconds=args.seconds)
         if args.command == "fault" and args.service == API:
             if api is None:
                 raise LabError(API, "an API started by `python -m chaoslab up`",

@@ -13,6 +13,9 @@ command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 # (the project's .venv may live where that user cannot read), and etcd is its store.
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v patroni >/dev/null 2>&1 || missing+=(patroni)
+# The hands-on tests work as a student does: curl runs the printed lines, tmux runs `watch`.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 for extra in "$@"; do command -v "$extra" >/dev/null 2>&1 || missing+=("$extra"); done
 
 if [ ${#missing[@]} -gt 0 ]; then

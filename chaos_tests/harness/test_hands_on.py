@@ -10,10 +10,12 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from chaoslab.rundir import alive, process_tree
+from chaoslab.waits import wait_until
 
 pytestmark = pytest.mark.harness
 REPO = Path(__file__).resolve().parents[2]
@@ -140,3 +142,40 @@ def test_load_stops_cleanly_on_ctrl_c_and_still_judges_its_history(hands_on_lab)
     assert "stopping: Ctrl-C" in output and "Traceback" not in output, output
     assert printed(output, "lost writes: 0 of "), output
     assert "no fault on db-primary during the load" in output
+
+
+def test_watch_shows_the_primary_move_in_a_real_terminal(hands_on_lab):
+    """`watch` in tmux, the brief's part F in another shell: the view follows the roles."""
+    session = f"chaoslab-watch-{os.getpid()}"
+    command = (f"env CHAOSLAB_RUN_ROOT={RUN_ROOT} {sys.executable} -m chaoslab watch; "
+               "echo watch-exited-$?; sleep 60")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "150", "-y", "45", "-c", str(REPO), command],
+                   check=True, timeout=10)
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True,
+                              timeout=10).stdout
+
+    def row(text: str, node: str) -> list[str]:
+        return next((line.replace("│", " ").split() for line in text.splitlines()
+                     if line.replace("│", " ").split()[:1] == [node]), [])
+
+    def wait_for(seen: Callable[[str], bool], expected: str) -> str:
+        return wait_until(lambda: (lambda text: text if seen(text) else None)(screen()), service="watch",
+                          expected=expected, timeout=30, interval=0.2)
+
+    try:
+        wait_for(lambda text: row(text, "db-primary")[1:3] == ["running", "primary"]
+                 and row(text, "db-replica")[1:3] == ["running", "standby"], "db-primary shown as the primary")
+        for step in (("fault", "kill", "db-primary"), ("promote", "db-replica"),
+                     ("switch", "db-replica", "--method", "runtime_api")):
+            assert chaoslab(*step).returncode == 0, step
+        after = wait_for(lambda text: row(text, "db-primary")[1:2] == ["stopped"]
+                         and row(text, "db-replica")[1:3] == ["running", "primary"] and "switch db-replica" in text,
+                         "db-replica shown as the primary, db-primary stopped, the switch among the events")
+        assert "kill db-primary" in after and "promote db-replica" in after
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True, timeout=10)
+        ended = wait_for(lambda text: "watch-exited-" in text, "watch to quit on Ctrl-C")
+        assert "watch-exited-0" in ended and "Traceback" not in ended, ended
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
