@@ -7,6 +7,7 @@
     python -m chaoslab switch db-replica --method reload
     python -m chaoslab load --seconds 60  writes and reads through the API, judged at the end
     python -m chaoslab watch              a live view: roles, replication, HAProxy, Redis, the API
+    python -m chaoslab demo failover      part F in one command: load, kill, promote, switch, timeline
     python -m chaoslab down               stop it and remove every trace
     python -m chaoslab phases             where a test run's seconds went (reports/results.json)
 """
@@ -109,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     watch = commands.add_parser("watch", help="a live view of the lab (Ctrl-C quits)")
     watch.add_argument("--seconds", type=float, help="quit by itself after this long")
     watch.add_argument("--api-url", help="another API than the lab's")
+    demo = commands.add_parser("demo", help="the brief's part F in one command, on the running lab")
+    demo.add_argument("scenario", choices=["failover"])
+    demo.add_argument("--fault", choices=["kill", "stop"], default="kill", help="how the primary goes away")
+    demo.add_argument("--switch", choices=SWITCH_METHODS, default="restart",
+                      help="how HAProxy is switched (the brief restarts it)")
+    demo.add_argument("--out", type=Path, default=Path("reports/demo"), help="where the timeline's PNG goes")
     grade = commands.add_parser("grade", help="grade a submission with the rubric's black-box checks")
     target = grade.add_mutually_exclusive_group(required=True)
     target.add_argument("path", nargs="?", type=Path, help="a submission's directory (its docker-compose.yml, "
@@ -180,6 +187,14 @@ def main(argv: list[str] | None = None) -> int:
             from .steps import present_names
             return run_load(args.api_url or api.base_url, cluster.run_dir, lambda: present_names(cluster, HAPROXY),
                             seconds=args.seconds, writers=args.writers, readers=args.readers, rate=args.rate)
+        if args.command == "demo":
+            if api is None:
+                raise LabError(API, "the lab's API", cause="this lab was started with --no-api: run "
+                               "`python -m chaoslab down` then `python -m chaoslab up`")
+            from .demo import run_demo
+            from .steps import present_names
+            return run_demo(cluster, api.base_url, fault=args.fault, switch=args.switch, out_dir=args.out,
+                            present_names=lambda: present_names(cluster, HAPROXY))
         if args.command == "watch":
             from .watch import run_watch
             return run_watch(cluster, args.api_url or (api.base_url if api else None), seconds=args.seconds)

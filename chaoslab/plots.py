@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 SERIES_LABELS = {"cache_off": "sans cache", "cache_warm": "cache chaud"}
 OUTCOME_COLORS = {"ok": "#2e7d32", "fail": "#c62828", "unknown": "#f9a825"}
 OUTCOME_LABELS = {"ok": "ok", "fail": "échec", "unknown": "inconnu (timeout)"}
-EVENT_LABELS = {"fault": "panne", "promote": "promotion", "switch": "bascule", "new-primary": "nouveau primary",
+EVENT_LABELS = {"fault": "panne", "action": "action de l'opérateur", "promote": "promotion", "switch": "bascule", "new-primary": "nouveau primary",
                 "old-primary-back": "retour de l'ancien primary", "rejoined": "ancien primary en replica"}
 
 

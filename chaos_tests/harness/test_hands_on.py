@@ -179,3 +179,19 @@ def test_watch_shows_the_primary_move_in_a_real_terminal(hands_on_lab):
         assert "watch-exited-0" in ended and "Traceback" not in ended, ended
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
+
+
+def test_demo_failover_prints_its_timeline_and_loses_nothing_after_a_clean_stop(hands_on_lab, tmp_path):
+    demo = chaoslab("demo", "failover", "--fault", "stop", "--out", str(tmp_path))
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    output = demo.stdout
+    for step in ("stop db-primary", "a write is refused", "db-replica promoted", "HAProxy switched to db-replica",
+                 "writes acknowledged again"):
+        assert step in output, f"{step!r} missing from the demo's timeline:\n{output}"
+    assert printed(output, "lost writes: 0 of "), output
+    assert printed(output, "rto_s"), output
+    seconds = printed(output, "writes per second")
+    assert seconds and any("fault" in line for line in output.splitlines()), output
+    assert (tmp_path / "demo-failover.png").stat().st_size > 10_000
+    again = chaoslab("demo", "failover")
+    assert again.returncode == 1 and "already failed over" in again.stderr, again.stderr

@@ -66,11 +66,15 @@ def test_haproxy_file_checks_patronis_rest_api():
     text = haproxy_source()
     primary = text[text.index("\nbackend pg_primary"):text.index("\nbackend pg_standby")]
     standby = text[text.index("\nbackend pg_standby"):text.index("\nbackend pg_readable")]
-    readable = text[text.index("\nbackend pg_readable"):]
+    readable = text[text.index("\nbackend pg_readable"):text.index("\nbackend pg_running")]
+    running = text[text.index("\nbackend pg_running"):]
     assert "option httpchk OPTIONS /primary" in primary and "http-check expect status 200" in primary
     assert "option httpchk OPTIONS /replica" in standby and "http-check expect status 200" in standby
     assert "option httpchk OPTIONS /read-only" in readable, "with no standby up, reads go to any readable node"
     assert "use_backend pg_standby if { nbsrv(pg_standby) gt 0 }" in text
+    assert "use_backend pg_readable if { nbsrv(pg_readable) gt 0 }" in text
+    assert "default_backend pg_running" in text and "option httpchk OPTIONS /health" in running, (
+        "with no node Patroni calls readable, any node whose PostgreSQL runs serves reads")
     assert "on-marked-down shutdown-sessions" in primary
     assert re.search(r"fall 1 rise 2", primary), "writes: down on one failed check, up on two good ones"
 
@@ -79,8 +83,8 @@ def test_render_gives_each_server_its_own_address_and_rest_port(tmp_path):
     rendered = render_haproxy(haproxy_source(), NODES, write_bind=Endpoint("127.0.0.1", 6000),
                               read_bind=Endpoint("127.0.0.1", 6001), socket_path=tmp_path / "admin.sock")
     servers = [line.strip() for line in rendered.splitlines() if line.strip().startswith("server ")]
-    assert servers.count("server pg-1 127.0.0.1:15432 check port 18008") == 3
-    assert servers.count("server pg-2 127.0.0.1:25432 check port 28008") == 3
+    assert servers.count("server pg-1 127.0.0.1:15432 check port 18008") == 4   # one per backend
+    assert servers.count("server pg-2 127.0.0.1:25432 check port 28008") == 4
     assert "bind 127.0.0.1:6000" in rendered and "bind 127.0.0.1:6001" in rendered
     assert f"stats socket {tmp_path / 'admin.sock'}" in rendered
 
