@@ -15,6 +15,8 @@ import pytest
 from chaoslab import rundir
 from chaoslab.waits import wait_until
 
+from .signals import interruptible
+
 pytestmark = pytest.mark.harness
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,8 +57,8 @@ def test_an_interrupted_run_leaves_nothing(tmp_path, interrupt):
     inner = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-q", "-o", "addopts=",
          "--rootdir", str(tmp_path), str(test_file)],
-        # stdin of its own: under pytest-xdist, this process's stdin is the worker's channel.
         cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=interruptible,
     )
     try:
         wait_until(lambda: info.exists() and info.read_text(), service="inner pytest",

@@ -17,6 +17,8 @@ import pytest
 from chaoslab.rundir import alive, process_tree
 from chaoslab.waits import wait_until
 
+from .signals import interruptible
+
 pytestmark = pytest.mark.harness
 REPO = Path(__file__).resolve().parents[2]
 RUN_ROOT = Path("/tmp/chaoslab-hands-on-test")
@@ -129,7 +131,8 @@ def test_load_measures_a_failover_done_by_hand_with_the_scenarios_checkers(hands
 def test_load_stops_cleanly_on_ctrl_c_and_still_judges_its_history(hands_on_lab):
     env = dict(os.environ, CHAOSLAB_RUN_ROOT=str(RUN_ROOT))
     load = subprocess.Popen([sys.executable, "-m", "chaoslab", "load", "--seconds", "60"], cwd=REPO, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=interruptible)
     try:
         load.stdout.readline()
         load.stdout.readline()   # a first progress line: it is under way
