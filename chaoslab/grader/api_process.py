@@ -16,20 +16,27 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..rundir import RunDir
 from .submission import ApiSpec, SubmissionError
 
 INSTALL_DEADLINE_S = 300
 ANSWER_DEADLINE_S = 60
 
 
+RECORD_NAME = "submission-api"
+
+
 class ApiProcess:
-    def __init__(self, spec: ApiSpec, workdir: Path, log: Path) -> None:
+    def __init__(self, spec: ApiSpec, workdir: Path, log: Path, run_dir: RunDir | None = None) -> None:
         if not spec.command:
             raise SubmissionError("aucune commande pour lancer l'API : ni service `api` dans le compose, ni "
                                   "[api] command dans chaoslab-submission.toml (voir docs/submission.md)")
         self.spec = spec
         self.workdir = workdir
         self.log = log
+        # The submission's copy lives in this run directory: recorded there, the API is
+        # reaped by the next run even if this one is killed before it can stop it.
+        self.run_dir = run_dir
         self._process: subprocess.Popen | None = None
 
     @property
@@ -58,6 +65,8 @@ class ApiProcess:
             self._process = subprocess.Popen(self.spec.command, shell=True, cwd=self.workdir, env=self._environment(),
                                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                              start_new_session=True)
+        if self.run_dir is not None:
+            self.run_dir.record_process_group(RECORD_NAME, self._process.pid)
         deadline = time.monotonic() + ANSWER_DEADLINE_S
         while not _port_taken(self.spec.port):
             if self._process.poll() is not None:
@@ -82,6 +91,8 @@ class ApiProcess:
                 self._process.wait(wait)
             except subprocess.TimeoutExpired:
                 continue
+        if self.run_dir is not None:
+            self.run_dir.forget_process_group(RECORD_NAME)
         self._process = None
 
 

@@ -70,7 +70,7 @@ def grade_submission(path: Path, out_dir: Path, api_url: str | None = None) -> t
             endpoint = target.endpoint(API_SERVICE)
             target.api_url = f"http://{endpoint.host}:{endpoint.port}"
         else:
-            api = ApiProcess(submission.api, target.workdir, out_dir / "api.log")
+            api = ApiProcess(submission.api, target.workdir, out_dir / "api.log", target.run_dir)
             api.start()
             target.api_url = api.url
         grade = grade_target(target)
