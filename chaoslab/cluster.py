@@ -215,12 +215,15 @@ class Cluster(abc.ABC):
         else:
             raise ValueError(f"unknown switch method {method!r}; known: {', '.join(SWITCH_METHODS)}")
 
+    def haproxy_server_rows(self) -> list[dict[str, str]]:
+        """One row per server (not the FRONTEND and BACKEND totals) of the runtime API's
+        ``show stat``: its columns by name (pxname, svname, status, addr...)."""
+        text = self.haproxy_command("show stat").lstrip("# ")
+        return [row for row in csv.DictReader(io.StringIO(text)) if row["svname"] not in ("FRONTEND", "BACKEND")]
+
     def haproxy_server_states(self) -> dict[tuple[str, str], str]:
         """{(backend, server): status} from the runtime API's ``show stat``."""
-        text = self.haproxy_command("show stat").lstrip("# ")
-        rows = csv.DictReader(io.StringIO(text))
-        return {(row["pxname"], row["svname"]): row["status"] for row in rows
-                if row["svname"] not in ("FRONTEND", "BACKEND")}
+        return {(row["pxname"], row["svname"]): row["status"] for row in self.haproxy_server_rows()}
 
     def haproxy_servers_up(self, backend: str = haproxy_config.WRITE_BACKEND) -> set[str]:
         """The servers of one HAProxy backend that would get new connections now."""

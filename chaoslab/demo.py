@@ -17,6 +17,7 @@ from . import lab_events, plots
 from .checkers import availability_timeline
 from .errors import LabError
 from .load import judge
+from .steps import wait_for_new_acks
 from .topology import HAPROXY, PRIMARY, REPLICA
 from .waits import wait_until
 from .workload import Workload
@@ -54,8 +55,7 @@ def run_demo(cluster, api_url: str, *, fault: str, switch: str, out_dir: Path,
         out(f"{time.time() - since:6.2f} s  {what}")
 
     try:
-        wait_until(lambda: len(workload.acked_ids) >= 20, service="api", expected="20 acknowledged writes",
-                   timeout=STEP_DEADLINE_S)
+        wait_for_new_acks(workload, 20, timeout=STEP_DEADLINE_S)
         fault_at = act("fault", f"{fault} {PRIMARY}", lambda: cluster.fault(fault, PRIMARY), f"{fault} {PRIMARY}")
         wait_until(lambda: _history_has(workload, "fail", fault_at), service="api",
                    expected="a write refused after the fault (what the operator sees)", timeout=STEP_DEADLINE_S)
@@ -66,7 +66,7 @@ def run_demo(cluster, api_url: str, *, fault: str, switch: str, out_dir: Path,
         wait_until(lambda: _history_has(workload, "ok", switched_at), service="api",
                    expected="a write acknowledged after the switch", timeout=STEP_DEADLINE_S)
         seen("writes acknowledged again")
-        time.sleep(1.0)   # a second of the recovered service on the timeline: load, not a wait for state
+        wait_for_new_acks(workload, 50, timeout=STEP_DEADLINE_S)   # the recovered service on the timeline too
     finally:
         workload.stop()
         workload.join(timeout=5)

@@ -8,8 +8,6 @@ the view never dies with the thing it watches.
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -66,9 +64,8 @@ def _node(cluster, service: str, state: str) -> dict[str, Any]:
 
 
 def _haproxy(cluster) -> dict[str, Any]:
-    rows = csv.DictReader(io.StringIO(cluster.haproxy_command("show stat").lstrip("# ")))
     return {"servers": [(row["pxname"], row["svname"], row["status"], row.get("addr", ""))
-                        for row in rows if row["svname"] not in ("FRONTEND", "BACKEND")]}
+                        for row in cluster.haproxy_server_rows()]}
 
 
 def _redis(cluster) -> dict[str, Any]:
@@ -211,7 +208,7 @@ def run_watch(cluster, api_url: str | None, *, seconds: float | None = None) -> 
                 now = take(cluster, api_url)
                 live.update(render(now, before), refresh=True)
                 before = now
-                time.sleep(REFRESH_S)
+                time.sleep(REFRESH_S)   # the view's refresh rate: pacing, not a wait for a state
     except KeyboardInterrupt:
         pass
     return 0
