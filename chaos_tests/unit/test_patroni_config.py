@@ -70,7 +70,11 @@ def test_haproxy_file_checks_patronis_rest_api():
     running = text[text.index("\nbackend pg_running"):]
     assert "option httpchk OPTIONS /primary" in primary and "http-check expect status 200" in primary
     assert "option httpchk OPTIONS /replica" in standby and "http-check expect status 200" in standby
-    assert "option httpchk OPTIONS /read-only" in readable, "with no standby up, reads go to any readable node"
+    assert re.search(r"http-check send meth OPTIONS uri /read-only\n\s+http-check expect status 200\n"
+                     r"\s+http-check connect\n\s+http-check send meth OPTIONS uri /health\n"
+                     r"\s+http-check expect status 200", readable), (
+        "with no standby up, reads go to a node Patroni calls readable whose PostgreSQL runs: "
+        "the leader key alone says /read-only 200 while its PostgreSQL stops for a switchover")
     assert "use_backend pg_standby if { nbsrv(pg_standby) gt 0 }" in text
     assert "use_backend pg_readable if { nbsrv(pg_readable) gt 0 }" in text
     assert "default_backend pg_running" in text and "option httpchk OPTIONS /health" in running, (
