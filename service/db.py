@@ -226,17 +226,21 @@ class DatabaseRole:
         """Run ``operation`` on a pooled connection through the breaker.
 
         ``retry_if_broken``: only for operations safe to repeat (reads): a connection
-        that died under us is retried once on another one.
+        that died under us is retried once, on a new connection rather than a pooled
+        one: the node behind it went away (a stop, a switchover), and the pool's other
+        connections to it are as dead, though they may still pass the pool's check for
+        the few milliseconds the node takes to close them.
         """
         if not self.breaker.allow_request():
             raise DatabaseUnavailable(self.role, "circuit breaker open", retry_after=self.breaker.retry_after())
         attempts = 2 if retry_if_broken else 1
         for attempt in range(1, attempts + 1):
             try:
-                result = await self._attempt(operation, self._settings.db_attempt_timeout_s, counted=True)
+                result = await self._attempt(operation, self._settings.db_attempt_timeout_s, counted=True,
+                                             fresh=attempt > 1)
             except _BrokenConnection as exc:
                 if attempt < attempts:
-                    logger.info("%s: connection broke under a read, retrying on another one", self.role)
+                    logger.info("%s: connection broke under a read, retrying on a new one", self.role)
                     continue
                 raise self._failed("connection lost", exc, maybe_applied=True) from None
             except _AttemptTimedOut as exc:
@@ -281,8 +285,9 @@ class DatabaseRole:
             self.role, reason, retry_after=self.breaker.retry_after(), maybe_applied=maybe_applied
         )
 
-    async def _attempt(self, operation: Callable[[Session], Awaitable[T]], timeout: float, *, counted: bool) -> T:
-        task = asyncio.ensure_future(self._on_connection(operation, counted))
+    async def _attempt(self, operation: Callable[[Session], Awaitable[T]], timeout: float, *, counted: bool,
+                       fresh: bool = False) -> T:
+        task = asyncio.ensure_future(self._on_connection(operation, counted, fresh))
         try:
             done, _ = await asyncio.wait({task}, timeout=timeout)
         except asyncio.CancelledError:
@@ -293,17 +298,18 @@ class DatabaseRole:
             raise _AttemptTimedOut()
         return task.result()
 
-    async def _on_connection(self, operation: Callable[[Session], Awaitable[T]], counted: bool) -> T:
+    async def _on_connection(self, operation: Callable[[Session], Awaitable[T]], counted: bool,
+                             fresh: bool = False) -> T:
         pool = self._pool
         if pool is None:
             raise PoolTimeout("pool not open")
         on_round_trip = self._metrics.db_queries.labels(self.role).inc if counted else _no_op
-        if self._watch.refusing or (self.breaker.state is not BreakerState.CLOSED
-                                    and not pool.get_stats().get("pool_available")):
-            # The server refused the last attempt (what the pool holds predates it: likely
-            # dead), or this is the breaker's probe with nothing idle: ask the server now,
-            # rather than wait for the pool's next attempt, which its backoff may hold back
-            # for seconds.
+        if fresh or self._watch.refusing or (self.breaker.state is not BreakerState.CLOSED
+                                             and not pool.get_stats().get("pool_available")):
+            # A retry after a connection broke, or the server refused the last attempt (what
+            # the pool holds predates it: likely dead), or this is the breaker's probe with
+            # nothing idle: ask the server now, rather than wait for the pool's next attempt,
+            # which its backoff may hold back for seconds.
             return await self._on_direct_connection(pool, operation, on_round_trip)
         conn = await self._getconn_unless_refused(pool)
         try:
