@@ -1,6 +1,7 @@
 """Hands-on use of the lab, as a student pokes at it: up, status, fault, down.
 
     python -m chaoslab up                 start the stack and its API, and leave them running
+    python -m chaoslab up --topology patroni   (or sentinel) a bonus stack instead
     python -m chaoslab status             where everything is, and how to connect (curl, psql...)
     python -m chaoslab fault kill db-primary
     python -m chaoslab promote db-replica
@@ -16,33 +17,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-import shlex
 import sys
 
 from . import rundir
 from .api_server import API, ApiServer
 from .cluster import FAULTS, PROMOTE_METHODS, SWITCH_METHODS
 from .errors import LabError
+from . import hands_on
+from .hands_on import HandsOnLab
 from .lab_events import recorded
-from .local.cluster import LocalCluster
-from .topology import DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES
+from .topology import HAPROXY, PRIMARY, REPLICA
 
-
-def connection_lines(cluster: LocalCluster) -> list[str]:
-    creds = cluster.creds
-
-    def psql(service: str) -> str:
-        endpoint = cluster.endpoint(service)
-        return (f"PGPASSWORD={shlex.quote(creds.app_password)} psql -h {endpoint.host} -p {endpoint.port} "
-                f"-U {creds.app_user} -d {creds.database}")
-    redis = cluster.endpoint(REDIS)
-    return [
-        f"{PRIMARY:<11} {psql(PRIMARY)}",
-        f"{REPLICA:<11} {psql(REPLICA)}",
-        f"{HAPROXY:<11} {psql(HAPROXY)}   (writes; role-aware reads on port {cluster.haproxy_read_endpoint().port})",
-        f"{REDIS:<11} redis-cli -h {redis.host} -p {redis.port}",
-        f"{'stats':<11} echo 'show stat' | socat stdio {cluster.haproxy.socket}",
-    ]
+# The topologies whose database nodes are the brief's two (watch and demo name them).
+BRIEF_NODES_TOPOLOGIES = ("brief", "sentinel")
 
 
 def api_lines(api: ApiServer) -> list[str]:
@@ -58,15 +45,16 @@ def api_lines(api: ApiServer) -> list[str]:
     ]
 
 
-def print_status(cluster: LocalCluster, api: ApiServer | None) -> None:
-    print(f"lab {cluster.run_dir.run_id} ({cluster.run_dir.path}), HAProxy config: {cluster.haproxy_config_name}")
-    for service, info in cluster.describe().items():
+def print_status(lab: HandsOnLab, api: ApiServer | None) -> None:
+    run_dir = lab.run_dir
+    print(f"lab {run_dir.run_id} ({run_dir.path}), topology: {lab.topology}, {lab.headline()}")
+    for service, info in lab.describe().items():
         state = "paused" if info["paused"] else "running" if info["running"] else "stopped"
         print(f"  {service:<11} {info['endpoint']:<16} {state:<8} log: {info['log']}")
     if api is not None:
         print(f"  {API:<11} {api.base_url.removeprefix('http://'):<16} {api.state():<8} log: {api.log}")
     print("connect:")
-    for line in connection_lines(cluster):
+    for line in lab.connection_lines():
         print(f"  {line}")
     if api is not None:
         print("the API (GET and PUT /products/{id}, reads cached in Redis under product:{id}):")
@@ -74,13 +62,22 @@ def print_status(cluster: LocalCluster, api: ApiServer | None) -> None:
             print(f"  {line}")
 
 
-def _the_running_lab() -> tuple[LocalCluster, ApiServer | None]:
+def _the_running_lab() -> tuple[HandsOnLab, ApiServer | None]:
     runs = rundir.detached_runs()
     if not runs:
         raise LabError("lab", "a stack started by `python -m chaoslab up`",
                        cause="none is running: start one with `python -m chaoslab up`")
-    cluster = LocalCluster.attach(runs[-1])
-    return cluster, ApiServer.attach(cluster, cluster.run_dir)
+    lab = hands_on.attach(runs[-1])
+    return lab, ApiServer.attach(lab.cluster, lab.run_dir)
+
+
+def _brief_cluster(lab: HandsOnLab, command: str):
+    """`watch` and `demo` show the brief's two nodes by name; the patroni topology has others."""
+    if lab.topology not in BRIEF_NODES_TOPOLOGIES:
+        raise LabError(lab.topology, f"a lab with the brief's {PRIMARY} and {REPLICA} for `{command}`",
+                       cause=f"this one runs the {lab.topology} topology: `patronictl list` shows its roles, "
+                             "and `python -m chaoslab load` its behaviour under a failover")
+    return lab.cluster
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,18 +85,23 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start the stack (the brief's ports when free) and leave it running")
-    up.add_argument("--config", choices=["brief", "role_aware"], default="brief", help="HAProxy configuration")
+    up.add_argument("--topology", choices=list(hands_on.TOPOLOGIES), default=hands_on.DEFAULT_TOPOLOGY,
+                    help="the brief's stack, or a bonus: Redis with Sentinel, or PostgreSQL with Patroni")
+    up.add_argument("--config", choices=["brief", "role_aware"], default="brief",
+                    help="HAProxy configuration (brief and sentinel topologies)")
     up.add_argument("--no-api", action="store_true", help="no API: bring your own (it reaches the printed ports)")
     commands.add_parser("status", help="show the running stack and how to connect")
     fault = commands.add_parser("fault", help="inject a fault into a service")
     fault.add_argument("action", choices=FAULTS)
-    fault.add_argument("service", choices=SERVICES + (API,))
-    promote = commands.add_parser("promote", help="promote a standby (TP F2)")
-    promote.add_argument("service", choices=DB_NODES, nargs="?", default=REPLICA)
-    promote.add_argument("--method", choices=PROMOTE_METHODS, default="pg_ctl")
+    fault.add_argument("service", help=f"a service of the running lab (`status` lists them), or {API}")
+    promote = commands.add_parser("promote", help="promote a standby (TP F2); on patroni, a switchover")
+    promote.add_argument("service", nargs="?", default=REPLICA)
+    promote.add_argument("--method", choices=PROMOTE_METHODS, help="brief and sentinel: pg_ctl (default) or sql")
     switch = commands.add_parser("switch", help="point HAProxy's writes at another node (TP F3)")
-    switch.add_argument("service", choices=DB_NODES)
-    switch.add_argument("--method", choices=SWITCH_METHODS, default="restart")
+    switch.add_argument("service")
+    switch.add_argument("--method", choices=SWITCH_METHODS,
+                        help="brief and sentinel: restart (default), reload or runtime_api; patroni: none, "
+                             "HAProxy follows by itself")
     load = commands.add_parser("load", help="the scenarios' workload through the lab's API, judged at the end")
     load.add_argument("--seconds", type=float, default=60, help="how long at most (Ctrl-C stops it before)")
     load.add_argument("--writers", type=int, default=2, choices=range(0, 17), metavar="N", help="writer threads")
@@ -140,21 +142,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             if rundir.detached_runs():
                 raise LabError("lab", "no stack running yet", cause="one is already up: see `python -m chaoslab status`")
-            cluster = LocalCluster(brief_ports=True)
-            cluster.start()
+            lab = hands_on.TOPOLOGIES[args.topology].start(config=args.config)
             api = None
             try:
-                if args.config != "brief":
-                    cluster.use_haproxy_config(args.config)
                 if not args.no_api:
-                    api = ApiServer.in_lab(cluster, cluster.run_dir)
-                    api.start()
+                    api = ApiServer.in_lab(lab.cluster, lab.run_dir)
+                    api.start(**lab.api_settings())
                     api.detach()
             except BaseException:
-                cluster.close()   # its run directory holds the API too: nothing stays running
+                lab.close()   # its run directory holds the API too: nothing stays running
                 raise
-            cluster.detach()
-            print_status(cluster, api)
+            lab.detach()
+            print_status(lab, api)
             print("stop it with: python -m chaoslab down")
             return 0
         if args.command == "grade":
@@ -176,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                 for run in rundir.reap_abandoned_runs():
                     print(f"reaped abandoned {run}")
             return 0
-        cluster, api = _the_running_lab()
+        lab, api = _the_running_lab()
+        cluster = lab.cluster
         if args.command == "load":
             if args.writers + args.readers == 0:
                 parser.error("load: give at least one writer or reader")
@@ -193,11 +193,12 @@ def main(argv: list[str] | None = None) -> int:
                                "`python -m chaoslab down` then `python -m chaoslab up`")
             from .demo import run_demo
             from .steps import present_names
+            cluster = _brief_cluster(lab, "demo")
             return run_demo(cluster, api.base_url, fault=args.fault, switch=args.switch, out_dir=args.out,
                             present_names=lambda: present_names(cluster, HAPROXY))
         if args.command == "watch":
             from .watch import run_watch
-            return run_watch(cluster, args.api_url or (api.base_url if api else None), seconds=args.seconds)
+            return run_watch(_brief_cluster(lab, "watch"), args.api_url or (api.base_url if api else None), seconds=args.seconds)
         if args.command == "fault" and args.service == API:
             if api is None:
                 raise LabError(API, "an API started by `python -m chaoslab up`",
@@ -206,16 +207,17 @@ def main(argv: list[str] | None = None) -> int:
             with recorded(cluster.run_dir, "fault", f"{args.action} {API}"):
                 api.fault(args.action)
         elif args.command == "fault":
-            with recorded(cluster.run_dir, "fault", f"{args.action} {args.service}"):
-                cluster.fault(args.action, args.service)
+            lab.check_service(args.service)
+            with recorded(lab.run_dir, "fault", f"{args.action} {args.service}"):
+                lab.fault(args.action, args.service)
         elif args.command == "promote":
-            with recorded(cluster.run_dir, "promote", f"{args.service} ({args.method})"):
-                cluster.promote(args.service, method=args.method)
+            with recorded(lab.run_dir, "promote", f"{args.service} ({args.method or 'default'})"):
+                lab.promote(args.service, args.method)
         elif args.command == "switch":
-            with recorded(cluster.run_dir, "switch", f"{args.service} ({args.method})"):
-                cluster.switch_writes(args.service, args.method)
-        cluster.save_state()
-        print_status(cluster, api)
+            with recorded(lab.run_dir, "switch", f"{args.service} ({args.method or 'default'})"):
+                lab.switch(args.service, args.method)
+        lab.save_state()
+        print_status(lab, api)
         return 0
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -13,14 +13,16 @@ when root; all of it goes on ``close()``, and a killed run is reaped by the next
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+from dataclasses import asdict
 from pathlib import Path
 
 from ..credentials import from_environment
 from ..errors import LabError
 from ..rundir import RunDir, reap_abandoned_runs
-from ..topology import HAPROXY, REDIS, REPLICA, Credentials, Endpoint
+from ..topology import BRIEF_HAPROXY_READ_PORT, BRIEF_PORTS, HAPROXY, REDIS, REPLICA, Credentials, Endpoint
 from ..waits import wait_until
 from ..patroni.base import READ_BACKEND, WRITE_BACKEND, BasePatroniCluster
 from ..patroni.config import ETCD, LAB_TIMINGS, NODES, SCOPE, NodeAddresses, Timings, haproxy_source, render_haproxy
@@ -52,8 +54,10 @@ class PatroniCluster(BasePatroniCluster):
 
     name = "local-patroni"
 
-    def __init__(self, creds: Credentials | None = None, *, timings: Timings = LAB_TIMINGS) -> None:
+    def __init__(self, creds: Credentials | None = None, *, timings: Timings = LAB_TIMINGS,
+                 brief_ports: bool = False) -> None:
         super().__init__(creds or from_environment(), timings)
+        self.brief_ports = brief_ports   # HAProxy and Redis on the brief's ports when free (`up`)
         self.run_dir: RunDir | None = None
         self.nodes: dict[str, PatroniNode] = {}
 
@@ -85,20 +89,52 @@ class PatroniCluster(BasePatroniCluster):
             self.close()
             raise
 
-    def _build(self, run_dir: RunDir) -> None:
+    def _build(self, run_dir: RunDir, known: dict[str, Endpoint] | None = None) -> None:
+        """Every server of the run, on the ports in ``known`` (a lab found again by ``attach``)
+        or on ports reserved now."""
         user = ServerUser.detect()
         bindir = find_bindir()
+        self._addresses: dict[str, Endpoint] = {}
 
-        def address() -> Endpoint:
-            return Endpoint(LOCALHOST, run_dir.reserve_port())
+        def address(key: str, brief: int | None = None) -> Endpoint:
+            if known is not None:
+                endpoint = known[key]
+            else:
+                endpoint = Endpoint(LOCALHOST, run_dir.reserve_port(brief if self.brief_ports else None))
+            self._addresses[key] = endpoint
+            return endpoint
         # The postgres wrapper, run as the server user, records its process group there.
         user.own(run_dir.path / "pgroups")
-        self.etcd = EtcdNode(ETCD, address(), address(), run_dir, user)
-        self.nodes = {name: PatroniNode(name, NodeAddresses(postgres=address(), rest=address()), self.etcd.client,
-                                        run_dir, user, self.creds, bindir, self.timings) for name in NODES}
-        self.redis_node = RedisNode(REDIS, address(), run_dir, user)
+        self.etcd = EtcdNode(ETCD, address(ETCD), address(f"{ETCD}-peer"), run_dir, user)
+        self.nodes = {name: PatroniNode(name, NodeAddresses(postgres=address(name), rest=address(f"{name}-rest")),
+                                        self.etcd.client, run_dir, user, self.creds, bindir, self.timings)
+                      for name in NODES}
+        self.redis_node = RedisNode(REDIS, address(REDIS, BRIEF_PORTS[REDIS]), run_dir, user)
         self.haproxy = HAProxyNode(HAPROXY, run_dir, user)
-        self._write_bind, self._read_bind = address(), address()
+        self._write_bind = address(HAPROXY, BRIEF_PORTS[HAPROXY])
+        self._read_bind = address(REPLICA, BRIEF_HAPROXY_READ_PORT)
+
+    # -- a stack left running by `python -m chaoslab up --topology patroni` ---------------------
+    STATE_FILE = "state.json"
+
+    def detach(self) -> None:
+        """Leave the stack running after this process exits; ``attach`` finds it again."""
+        path = self.run_dir.path / self.STATE_FILE
+        path.touch(mode=0o600)  # it holds the run's passwords
+        path.write_text(json.dumps({"addresses": {key: [e.host, e.port] for key, e in self._addresses.items()},
+                                    "creds": asdict(self.creds)}, indent=2))
+        self.run_dir.mark_detached()
+
+    @classmethod
+    def attach(cls, run_path: Path) -> "PatroniCluster":
+        state = json.loads((run_path / cls.STATE_FILE).read_text())
+        lab = cls(Credentials(**state["creds"]))
+        lab.run_dir = RunDir(run_path)
+        lab._build(lab.run_dir, {key: Endpoint(*address) for key, address in state["addresses"].items()})
+        return lab
+
+    def save_state(self) -> None:
+        """Nothing to save after a fault: Patroni, not this process, knows the roles."""
 
     def haproxy_config(self) -> str:
         return render_haproxy(haproxy_source(), {name: node.addresses for name, node in self.nodes.items()},

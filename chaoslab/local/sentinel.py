@@ -57,19 +57,25 @@ class SentinelNode:
                                     timeout=timeout)
 
 
+SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
+SERVERS = ("redis-ha-1", "redis-ha-2", *SENTINELS)
+
+
 class LocalRedisHA(RedisHA):
     """The Sentinel group on real processes, in the cluster's run directory."""
 
-    def __init__(self, run_dir: RunDir, user: ServerUser) -> None:
-        master_port, replica_port = run_dir.reserve_port(), run_dir.reserve_port()
+    def __init__(self, run_dir: RunDir, user: ServerUser, ports: dict[str, int] | None = None) -> None:
+        """``ports``: each server's port, for a group found again in a running lab; else reserved now."""
+        self.ports = dict(ports) if ports else {name: run_dir.reserve_port() for name in SERVERS}
+        master_port = self.ports["redis-ha-1"]
         self.nodes = {
             "redis-ha-1": RedisNode("redis-ha-1", Endpoint("127.0.0.1", master_port), run_dir, user),
-            "redis-ha-2": RedisNode("redis-ha-2", Endpoint("127.0.0.1", replica_port), run_dir, user,
+            "redis-ha-2": RedisNode("redis-ha-2", Endpoint("127.0.0.1", self.ports["redis-ha-2"]), run_dir, user,
                                     extra_conf=f"replicaof 127.0.0.1 {master_port}\n"),
         }
         self.sentinels = {
-            name: SentinelNode(name, Endpoint("127.0.0.1", run_dir.reserve_port()), run_dir, user, master_port)
-            for name in ("sentinel-1", "sentinel-2", "sentinel-3")
+            name: SentinelNode(name, Endpoint("127.0.0.1", self.ports[name]), run_dir, user, master_port)
+            for name in SENTINELS
         }
 
     def _server(self, name: str):
