@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +38,7 @@ from typing import Any, Callable
 
 import pytest
 
-from chaoslab import phases
+from chaoslab import phases, rundir
 from chaoslab.results import SCENARIO_MARKERS, SCHEMA_VERSION, TestRecord, json_safe, summarize, write_results
 
 DEFAULT_RESULTS_FILE = "reports/results.json"
@@ -240,6 +241,13 @@ def _should_write(config: pytest.Config) -> bool:
     return True
 
 
+def _kept_logs_dir(config: pytest.Config) -> Path:
+    """Where the servers' logs go once a test failed: beside the results file, one directory
+    per results file, so that the suites of one CI run (local, compose...) keep theirs apart."""
+    results = _results_path(config)
+    return results.parent / "logs" / results.stem
+
+
 def _results_path(config: pytest.Config) -> Path:
     raw = config.getoption("chaoslab_results_file", default=DEFAULT_RESULTS_FILE) or DEFAULT_RESULTS_FILE
     path = Path(raw)
@@ -346,6 +354,9 @@ class _Recorder:
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.failed:
+            # The servers' logs outlive the run from now on: a failure names them.
+            rundir.keep_logs_in(_kept_logs_dir(self.config))
         records = self.state.records
         record = records.get(report.nodeid)
         if record is None:  # a report from a node never seen here (e.g. from an xdist worker)
@@ -381,6 +392,8 @@ class _Recorder:
                 record.message = _message(report)
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if not hasattr(self.config, "workerinput"):   # the controller: before any worker starts
+            shutil.rmtree(_kept_logs_dir(self.config), ignore_errors=True)   # an earlier run's
         self.state.started_at = datetime.now().astimezone()
         self.state.started_monotonic = time.monotonic()
 
@@ -414,3 +427,6 @@ class _Recorder:
                 )
         if state.results_path is not None:
             terminalreporter.write_line(f"résultats: {state.results_path}")
+        kept = _kept_logs_dir(self.config)
+        if kept.is_dir() and any(record.outcome in ("failed", "error") for record in state.records.values()):
+            terminalreporter.write_line(f"journaux des serveurs, gardés après le premier échec: {kept}/<run>/")

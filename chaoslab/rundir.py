@@ -217,6 +217,34 @@ def _tree_in(leader: int, run_dir: Path) -> list[int]:
     return []
 
 
+# Where a run directory leaves its logs when it goes: set once a test failed (see
+# pytest_plugin), so that the "log: ..." a failure names can still be read after the run.
+_logs_kept_in: Path | None = None
+
+
+def keep_logs_in(directory: Path) -> None:
+    """From now on, every run directory removed copies its logs to ``directory/<run id>/``."""
+    global _logs_kept_in
+    _logs_kept_in = directory
+
+
+def logs_kept_in() -> Path | None:
+    return _logs_kept_in
+
+
+def _keep_logs(run_dir: Path) -> None:
+    if _logs_kept_in is None:
+        return
+    for log in run_dir.rglob("*.log"):
+        if log.is_file():
+            target = _logs_kept_in / run_dir.name / log.relative_to(run_dir)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(log, target)
+            except OSError:
+                pass   # a log that cannot be copied never stops the clean-up
+
+
 def reap_run(run_dir: Path) -> None:
     pgroups = run_dir / "pgroups"
     for record in sorted(pgroups.glob("*")) if pgroups.exists() else []:
@@ -238,6 +266,7 @@ def reap_run(run_dir: Path) -> None:
                 marker.unlink()
         except OSError:
             pass
+    _keep_logs(run_dir)
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
