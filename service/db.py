@@ -376,13 +376,20 @@ class DatabaseRole:
             logger.debug("abandoned %s attempt ended with %r", self.role, task.exception())
 
 
+# The server ends the session itself: a shutdown (a stop, a switchover's demotion), a crash
+# of another backend, or a node still starting. The error can arrive before the driver has
+# seen the socket close (in a pipeline, the connection is then only "aborted"), so the
+# SQLSTATE says it, not ``conn.broken``.
+_SESSION_ENDED_BY_SERVER = (pg_errors.AdminShutdown, pg_errors.CrashShutdown, pg_errors.CannotConnectNow)
+
+
 async def _run_on(conn: AsyncConnection, operation: Callable[[Session], Awaitable[T]],
                   on_round_trip: Callable[[], None]) -> T:
     """Run ``operation``; a connection that died under it raises ``_BrokenConnection``."""
     try:
         return await operation(Session(conn, on_round_trip))
     except psycopg.Error as exc:
-        if conn.broken:
+        if conn.broken or isinstance(exc, _SESSION_ENDED_BY_SERVER):
             raise _BrokenConnection() from exc
         raise
 

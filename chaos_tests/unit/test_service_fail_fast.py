@@ -11,9 +11,10 @@ import socket
 import time
 
 import pytest
+from psycopg import errors as psycopg_errors
 
 from service.breaker import BreakerState, CircuitBreaker
-from service.db import ConnectWatch, DatabaseRole, DatabaseUnavailable
+from service.db import ConnectWatch, DatabaseRole, DatabaseUnavailable, _BrokenConnection, _run_on
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -76,3 +77,29 @@ def test_only_a_quick_failure_counts_as_a_refusal():
     assert (silent_refusing, silent_done) == (False, False)
     assert (refusing, done) == (True, True)
     assert after_success is False
+
+
+class _Connection:
+    """What _run_on reads of a connection: whether the driver has seen it die yet."""
+
+    def __init__(self, broken: bool) -> None:
+        self.broken = broken
+
+
+@pytest.mark.parametrize("ended", [psycopg_errors.AdminShutdown, psycopg_errors.CrashShutdown,
+                                   psycopg_errors.CannotConnectNow])
+def test_a_session_the_server_ended_is_a_broken_connection_even_before_the_socket_closes(ended):
+    """A switchover's demotion terminates the sessions (57P01) of a node a pooled connection still
+    reaches; in a pipeline the driver reports it before it marks the connection broken. It must
+    be retried (a read) like a dead connection, not failed as a database error."""
+    async def operation(session):
+        raise ended("terminating connection due to administrator command")
+    with pytest.raises(_BrokenConnection):
+        asyncio.run(_run_on(_Connection(broken=False), operation, lambda: None))
+
+
+def test_an_error_of_the_query_itself_on_a_live_connection_is_not_a_broken_connection():
+    async def operation(session):
+        raise psycopg_errors.UndefinedTable("relation does not exist")
+    with pytest.raises(psycopg_errors.UndefinedTable):
+        asyncio.run(_run_on(_Connection(broken=False), operation, lambda: None))
