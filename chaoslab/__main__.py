@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                 api.fault(args.action)
         elif args.command == "fault":
             lab.check_service(args.service)
-            with recorded(lab.run_dir, "fault", f"{args.action} {args.service}"):
+            with recorded(lab.run_dir, "fault", f"{args.action} {args.service}",
+                          on_primary=lab.leads(args.service)):
                 lab.fault(args.action, args.service)
         elif args.command == "promote":
             with recorded(lab.run_dir, "promote", f"{args.service} ({args.method or 'default'})"):

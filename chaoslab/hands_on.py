@@ -109,6 +109,11 @@ class HandsOnLab(abc.ABC):
     @abc.abstractmethod
     def _fault(self, action: str, service: str) -> None: ...
 
+    def leads(self, service: str) -> bool:
+        """Whether ``service`` is a primary whose name does not say so (Patroni's leader): a
+        fault on it is a failover that `load` measures. The brief's primary is db-primary."""
+        return False
+
     @abc.abstractmethod
     def promote(self, service: str, method: str | None) -> None: ...
 
@@ -299,6 +304,12 @@ class PatroniLab(HandsOnLab):
                      "restart": [process.stop, server.start]}[action]
         for step in steps:
             step()
+
+    def leads(self, service: str) -> bool:
+        try:
+            return service == self.cluster.leader()
+        except Exception:   # nobody answers for the cluster: no leader to lose
+            return False
 
     def _node(self, service: str) -> str:
         if service not in NODES:

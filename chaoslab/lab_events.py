@@ -30,19 +30,22 @@ class LabEvent:
     detail: str      # e.g. "kill db-primary"
     started: float   # time.time() when the command began the action
     ended: float     # ... and when it was done
+    # A fault on the node that was primary when it began, whatever its name: Patroni's
+    # leader (pg-1 or pg-2). On the brief's topology, the primary is db-primary by name.
+    on_primary: bool = False
 
     @property
     def loses_the_primary(self) -> bool:
         action, _, service = self.detail.partition(" ")
-        return self.kind == "fault" and action in PRIMARY_LOST and service == PRIMARY
+        return self.kind == "fault" and action in PRIMARY_LOST and (self.on_primary or service == PRIMARY)
 
 
 @contextmanager
-def recorded(run_dir: RunDir, kind: str, detail: str) -> Iterator[None]:
+def recorded(run_dir: RunDir, kind: str, detail: str, *, on_primary: bool = False) -> Iterator[None]:
     """Run the block (the action) and append it to the events file once it succeeded."""
     started = time.time()
     yield
-    event = LabEvent(kind, detail, started, time.time())
+    event = LabEvent(kind, detail, started, time.time(), on_primary)
     with open(run_dir.path / EVENTS_FILE, "a") as events:
         events.write(json.dumps(asdict(event)) + "\n")
 

@@ -84,7 +84,7 @@ def judge(history: History, events: list[lab_events.LabEvent], since: float,
         status = 1 if lost.lost or lost.failed_but_present else 0
     fault = lab_events.mark_failover(history, events, since=since)
     if fault is None:
-        out("no fault on db-primary during the load: no failover figures")
+        out("no fault on the primary (db-primary, or Patroni's leader) during the load: no failover figures")
         return status
     out(f"failover: `fault {fault.detail}`, then what the lab's events file recorded after it")
     for name, value in failover_figures(history).rounded().items():

@@ -153,7 +153,7 @@ def test_load_stops_cleanly_on_ctrl_c_and_still_judges_its_history(hands_on_lab)
     assert load.returncode == 0, output
     assert "stopping: Ctrl-C" in output and "Traceback" not in output, output
     assert printed(output, "lost writes: 0 of "), output
-    assert "no fault on db-primary during the load" in output
+    assert "no fault on the primary (db-primary, or Patroni's leader) during the load" in output
 
 
 def test_watch_shows_the_primary_move_in_a_real_terminal(hands_on_lab):
@@ -262,6 +262,26 @@ def test_up_patroni_prints_lines_that_work_and_promote_hands_the_lead_over(lab_o
     assert killed.returncode == 0, killed.stderr
     assert status_line(killed.stdout, "pg-1")[2] == "stopped", killed.stdout
     assert json.loads(pasted(health))["status"] == "ok", "the leader pg-2 serves on, with pg-1 down"
+
+    # Patroni's own failover under `load`: a fault on the leader is measured, whatever its name.
+    assert chaoslab("fault", "start", "pg-1").returncode == 0
+    def pg_1_replica() -> bool:
+        row = next((line for line in pasted(connect_lines(output, "patroni")[0]).splitlines() if " pg-1 " in line), "")
+        return "Replica" in row and "running" in row
+    wait_until(pg_1_replica, service="pg-1", expected="a running replica of pg-2 again (patronictl list)", timeout=60)
+    env = dict(os.environ, CHAOSLAB_RUN_ROOT=str(RUN_ROOT))
+    load = subprocess.Popen([sys.executable, "-m", "chaoslab", "load", "--seconds", "30"], cwd=REPO, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        load.stdout.readline()
+        assert chaoslab("fault", "kill", "pg-2").returncode == 0
+        output_of_load, _ = load.communicate(timeout=60)
+    finally:
+        if load.poll() is None:
+            load.kill()
+    assert "failover: `fault kill pg-2`" in output_of_load, output_of_load
+    rto = [line.split()[1] for line in printed(output_of_load, "rto_s")]
+    assert rto and 0 < float(rto[0]) < 30, f"Patroni's failover should give an RTO:\n{output_of_load}"
 
 
 def test_up_sentinel_prints_lines_that_work_and_the_api_follows_a_redis_failover(lab_on):

@@ -45,3 +45,12 @@ def test_events_before_the_load_and_faults_elsewhere_give_no_failover():
     history = History()
     assert mark_failover(history, events, since=now) is None
     assert history.events == []
+
+
+def test_a_fault_on_patronis_leader_is_a_failover_whatever_the_node_s_name():
+    now = time.time()
+    events = [LabEvent("fault", "kill pg-2", now + 1, now + 1.1),                     # a standby
+              LabEvent("fault", "kill pg-1", now + 2, now + 2.1, on_primary=True)]   # the leader
+    history = History()
+    assert mark_failover(history, events, since=now) == events[1]
+    assert set(_marks(history)) == {FAULT}, "Patroni promotes by itself: no operator's action to mark"
