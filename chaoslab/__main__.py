@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     watch = commands.add_parser("watch", help="a live view of the lab (Ctrl-C quits)")
     watch.add_argument("--seconds", type=float, help="quit by itself after this long")
     watch.add_argument("--api-url", help="another API than the lab's")
+    watch.add_argument("--svg", type=Path, help="also save the last view drawn as an image (SVG), e.g. for a report")
     demo = commands.add_parser("demo", help="the brief's part F in one command, on the running lab")
     demo.add_argument("scenario", choices=["failover"])
     demo.add_argument("--fault", choices=["kill", "stop"], default="kill", help="how the primary goes away")
@@ -198,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                             present_names=lambda: present_names(cluster, HAPROXY))
         if args.command == "watch":
             from .watch import run_watch
-            return run_watch(_brief_cluster(lab, "watch"), args.api_url or (api.base_url if api else None), seconds=args.seconds)
+            return run_watch(_brief_cluster(lab, "watch"), args.api_url or (api.base_url if api else None),
+                             seconds=args.seconds, svg=args.svg)
         if args.command == "fault" and args.service == API:
             if api is None:
                 raise LabError(API, "an API started by `python -m chaoslab up`",

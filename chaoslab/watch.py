@@ -8,13 +8,15 @@ the view never dies with the thing it watches.
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -23,6 +25,7 @@ from . import lab_events, pg
 from .topology import DB_NODES, HAPROXY, REDIS
 
 REFRESH_S = 0.25
+SVG_WIDTH = 112   # columns of the saved image: the README's width
 PROBE_TIMEOUT_S = 1   # a frozen component costs the view at most this, per probe
 
 
@@ -198,17 +201,25 @@ def render(now: Snapshot, before: Snapshot | None) -> Group:
     return Group(nodes, haproxy, *lines, Text("Ctrl-C to quit", style="dim"))
 
 
-def run_watch(cluster, api_url: str | None, *, seconds: float | None = None) -> int:
-    """The live view until Ctrl-C (or ``seconds``, for a bounded look)."""
+def run_watch(cluster, api_url: str | None, *, seconds: float | None = None, svg: Path | None = None) -> int:
+    """The live view until Ctrl-C (or ``seconds``, for a bounded look). ``svg``: the last view
+    drawn is also saved there, as an image of the terminal (rich's SVG export)."""
     deadline = None if seconds is None else time.monotonic() + seconds
-    before = None
+    before, view = None, None
     try:
         with Live(auto_refresh=False, screen=False) as live:
             while deadline is None or time.monotonic() < deadline:
                 now = take(cluster, api_url)
-                live.update(render(now, before), refresh=True)
+                view = render(now, before)
+                live.update(view, refresh=True)
                 before = now
                 time.sleep(REFRESH_S)   # the view's refresh rate: pacing, not a wait for a state
     except KeyboardInterrupt:
         pass
+    if svg is not None and view is not None:
+        recorder = Console(record=True, width=SVG_WIDTH, file=io.StringIO())
+        recorder.print(view)
+        svg.parent.mkdir(parents=True, exist_ok=True)
+        recorder.save_svg(str(svg), title="python -m chaoslab watch")
+        print(f"\nsaved the last view to {svg}")
     return 0

@@ -156,7 +156,7 @@ def test_load_stops_cleanly_on_ctrl_c_and_still_judges_its_history(hands_on_lab)
     assert "no fault on the primary (db-primary, or Patroni's leader) during the load" in output
 
 
-def test_watch_shows_the_primary_move_in_a_real_terminal(hands_on_lab):
+def test_watch_shows_the_primary_move_in_a_real_terminal(hands_on_lab, tmp_path):
     """`watch` in tmux, the brief's part F in another shell: the view follows the roles."""
     session = f"chaoslab-watch-{os.getpid()}"
     command = (f"env CHAOSLAB_RUN_ROOT={RUN_ROOT} {sys.executable} -m chaoslab watch; "
@@ -191,6 +191,12 @@ def test_watch_shows_the_primary_move_in_a_real_terminal(hands_on_lab):
         assert "watch-exited-0" in ended and "Traceback" not in ended, ended
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, timeout=10)
+
+    image = tmp_path / "watch.svg"
+    saved = chaoslab("watch", "--seconds", "1", "--svg", str(image))
+    assert saved.returncode == 0, saved.stderr
+    svg = image.read_text()
+    assert svg.startswith("<svg") and "db-replica" in svg and "switch&#160;db-replica" in svg, svg[:500]
 
 
 def test_demo_failover_prints_its_timeline_and_loses_nothing_after_a_clean_stop(hands_on_lab, tmp_path):
@@ -261,7 +267,9 @@ def test_up_patroni_prints_lines_that_work_and_promote_hands_the_lead_over(lab_o
     killed = chaoslab("fault", "kill", "pg-1")
     assert killed.returncode == 0, killed.stderr
     assert status_line(killed.stdout, "pg-1")[2] == "stopped", killed.stdout
-    assert json.loads(pasted(health))["status"] == "ok", "the leader pg-2 serves on, with pg-1 down"
+    # Reads fall back to the leader once HAProxy's checks see pg-1 gone (two checks, 0.4 s).
+    wait_until(lambda: json.loads(pasted(health))["status"] == "ok", service="api",
+               expected="/health ok again with pg-1 down: the leader pg-2 serves reads and writes", timeout=10)
 
     # Patroni's own failover under `load`: a fault on the leader is measured, whatever its name.
     assert chaoslab("fault", "start", "pg-1").returncode == 0
