@@ -26,10 +26,8 @@ from .errors import LabError
 from . import hands_on
 from .hands_on import HandsOnLab
 from .lab_events import recorded
-from .topology import HAPROXY, PRIMARY, REPLICA
+from .topology import HAPROXY, REPLICA
 
-# The topologies whose database nodes are the brief's two (watch and demo name them).
-BRIEF_NODES_TOPOLOGIES = ("brief", "sentinel")
 
 
 def api_lines(api: ApiServer) -> list[str]:
@@ -69,15 +67,6 @@ def _the_running_lab() -> tuple[HandsOnLab, ApiServer | None]:
                        cause="none is running: start one with `python -m chaoslab up`")
     lab = hands_on.attach(runs[-1])
     return lab, ApiServer.attach(lab.cluster, lab.run_dir)
-
-
-def _brief_cluster(lab: HandsOnLab, command: str):
-    """`watch` and `demo` show the brief's two nodes by name; the patroni topology has others."""
-    if lab.topology not in BRIEF_NODES_TOPOLOGIES:
-        raise LabError(lab.topology, f"a lab with the brief's {PRIMARY} and {REPLICA} for `{command}`",
-                       cause=f"this one runs the {lab.topology} topology: `patronictl list` shows its roles, "
-                             "and `python -m chaoslab load` its behaviour under a failover")
-    return lab.cluster
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,12 +183,12 @@ def main(argv: list[str] | None = None) -> int:
                                "`python -m chaoslab down` then `python -m chaoslab up`")
             from .demo import run_demo
             from .steps import present_names
-            cluster = _brief_cluster(lab, "demo")
+            cluster = lab.brief_cluster("demo")
             return run_demo(cluster, api.base_url, fault=args.fault, switch=args.switch, out_dir=args.out,
                             present_names=lambda: present_names(cluster, HAPROXY))
         if args.command == "watch":
             from .watch import run_watch
-            return run_watch(_brief_cluster(lab, "watch"), args.api_url or (api.base_url if api else None),
+            return run_watch(lab.brief_cluster("watch"), args.api_url or (api.base_url if api else None),
                              seconds=args.seconds, svg=args.svg)
         if args.command == "fault" and args.service == API:
             if api is None:

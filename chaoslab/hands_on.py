@@ -45,6 +45,7 @@ class HandsOnLab(abc.ABC):
     `load`, `watch` and `demo` use it as the scenarios do)."""
 
     topology: str
+    has_brief_nodes = True   # db-primary and db-replica, which `watch` and `demo` name
 
     def __init__(self, cluster) -> None:
         self.cluster = cluster
@@ -93,6 +94,14 @@ class HandsOnLab(abc.ABC):
     @abc.abstractmethod
     def connection_lines(self) -> list[str]:
         """Lines that work as pasted into a shell."""
+
+    def brief_cluster(self, command: str):
+        """The cluster, for a command that names the brief's two nodes (`watch`, `demo`)."""
+        if not self.has_brief_nodes:
+            raise LabError(self.topology, f"a lab with the brief's {PRIMARY} and {REPLICA} for `{command}`",
+                           cause=f"this one runs the {self.topology} topology: `python -m chaoslab status` "
+                                 "shows its roles, and `python -m chaoslab load` its behaviour under a failover")
+        return self.cluster
 
     # -- what a student does --------------------------------------------------------------------
     def check_service(self, service: str) -> None:
@@ -247,6 +256,7 @@ class PatroniLab(HandsOnLab):
     (or a failover when the leader is down), and `switch` only waits for HAProxy to agree."""
 
     topology = "patroni"
+    has_brief_nodes = False   # pg-1 and pg-2, whose roles move
     FOLLOW_DEADLINE_S = 15
 
     @classmethod

@@ -45,3 +45,10 @@ def test_the_sentinel_topology_is_the_brief_plus_the_group():
     lab = SentinelLab(cluster=None, group=Group())
     assert lab.services()[:4] == BriefLab(cluster=None).services()
     assert set(lab.services()[4:]) == {"redis-ha-1", "redis-ha-2", "sentinel-1", "sentinel-2", "sentinel-3"}
+
+
+def test_watch_and_demo_refuse_a_topology_without_the_brief_s_nodes():
+    cluster = object()
+    assert BriefLab(cluster).brief_cluster("watch") is cluster
+    with pytest.raises(LabError, match=r"for `watch` but this one runs the patroni topology"):
+        PatroniLab(cluster).brief_cluster("watch")
