@@ -198,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
             with recorded(cluster.run_dir, "fault", f"{args.action} {API}"):
                 api.fault(args.action)
         elif args.command == "fault":
-            lab.check_service(args.service)
             with recorded(lab.run_dir, "fault", f"{args.action} {args.service}",
                           on_primary=lab.leads(args.service)):
                 lab.fault(args.action, args.service)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import csv
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import redis as redis_client
@@ -31,6 +32,20 @@ FAULTS = {
     "start": "démarrage, puis attente qu'il réponde à son protocole",
     "restart": "arrêt propre puis démarrage",
 }
+
+
+def fault_steps(action: str, *, stop: Callable[[], object], kill: Callable[[], object],
+                pause: Callable[[], object], resume: Callable[[], object],
+                start: Callable[[], object]) -> tuple[Callable[[], object], ...]:
+    """What a fault (FAULTS) does, as calls on one server's own stop, kill, pause, resume and start:
+    the one table of every server that takes the brief's faults."""
+    steps = {"stop": (stop,), "kill": (kill,), "pause": (pause,), "resume": (resume,), "start": (start,),
+             "restart": (stop, start)}
+    if action not in steps:
+        raise ValueError(f"unknown fault {action!r}; known: {', '.join(FAULTS)}")
+    return steps[action]
+
+
 PROMOTE_METHODS = ("pg_ctl", "sql")
 SWITCH_METHODS = ("restart", "reload", "runtime_api")
 
@@ -121,12 +136,10 @@ class Cluster(abc.ABC):
         """Apply a fault by the brief's service name: stop, kill, pause, resume, start, restart."""
         if service not in SERVICES:
             raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
-        steps = {"stop": (self._stop,), "kill": (self._kill,), "pause": (self._pause,), "resume": (self._resume,),
-                 "start": (self._start,), "restart": (self._stop, self._start)}
-        if action not in steps:
-            raise ValueError(f"unknown fault {action!r}; known: {', '.join(FAULTS)}")
-        for step in steps[action]:
-            step(service)
+        for step in fault_steps(action, stop=lambda: self._stop(service), kill=lambda: self._kill(service),
+                                pause=lambda: self._pause(service), resume=lambda: self._resume(service),
+                                start=lambda: self._start(service)):
+            step()
 
     def stop(self, service: str) -> None:
         self.fault("stop", service)

@@ -19,7 +19,7 @@ import json
 import shlex
 from pathlib import Path
 
-from .cluster import FAULTS
+from .cluster import FAULTS, fault_steps
 from .errors import LabError
 from .local.cluster import LocalCluster
 from .local.patroni import PatroniCluster
@@ -110,6 +110,7 @@ class HandsOnLab(abc.ABC):
                            cause=f"this lab has no {service!r}: see `python -m chaoslab status`")
 
     def fault(self, action: str, service: str) -> None:
+        """Both refused before anything is touched: a service the lab lacks, an unknown action."""
         self.check_service(service)
         if action not in FAULTS:
             raise ValueError(f"unknown fault {action!r}; known: {', '.join(FAULTS)}")
@@ -244,9 +245,6 @@ class SentinelLab(BriefLab):
     def _fault(self, action: str, service: str) -> None:
         if service in SERVICES:
             super()._fault(action, service)
-        elif action == "restart":
-            self.group.fault("stop", service)
-            self.group.fault("start", service)
         else:
             self.group.fault(action, service)
 
@@ -302,16 +300,15 @@ class PatroniLab(HandsOnLab):
 
     def _fault(self, action: str, service: str) -> None:
         cluster = self.cluster
-        if service in cluster.nodes:
-            node = cluster.nodes[service]
-            steps = {"stop": [node.stop], "kill": [node.kill], "pause": [node.pause], "resume": [node.resume],
-                     "start": [node.start], "restart": [node.stop, node.start]}[action]
+        node = cluster.nodes.get(service)
+        if node is not None:   # Patroni and its PostgreSQL together
+            steps = fault_steps(action, stop=node.stop, kill=node.kill, pause=node.pause, resume=node.resume,
+                                start=node.start)
         else:
             server = {ETCD: cluster.etcd, HAPROXY: cluster.haproxy, REDIS: cluster.redis_node}[service]
             process = server.process
-            steps = {"stop": [process.stop], "kill": [process.kill], "pause": [process.pause],
-                     "resume": [process.resume], "start": [server.start],
-                     "restart": [process.stop, server.start]}[action]
+            steps = fault_steps(action, stop=process.stop, kill=process.kill, pause=process.pause,
+                                resume=process.resume, start=server.start)
         for step in steps:
             step()
 

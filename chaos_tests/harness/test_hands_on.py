@@ -9,8 +9,9 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -28,6 +29,21 @@ def chaoslab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, CHAOSLAB_RUN_ROOT=str(RUN_ROOT))
     return subprocess.run([sys.executable, "-m", "chaoslab", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@contextmanager
+def in_a_second_terminal(*args: str, **popen) -> Iterator[subprocess.Popen]:
+    """`python -m chaoslab ARGS` running beside the test, its output on a pipe; killed if the
+    test leaves it running."""
+    env = dict(os.environ, CHAOSLAB_RUN_ROOT=str(RUN_ROOT))
+    process = subprocess.Popen([sys.executable, "-m", "chaoslab", *args], cwd=REPO, env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               **popen)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 def pasted(line: str) -> str:
@@ -112,10 +128,7 @@ def test_down_leaves_no_process_of_the_lab_or_its_api():
 
 def test_load_measures_a_failover_done_by_hand_with_the_scenarios_checkers(hands_on_lab):
     """The brief's part F by hand, in a second terminal, while `load` runs in the first."""
-    env = dict(os.environ, CHAOSLAB_RUN_ROOT=str(RUN_ROOT))
-    load = subprocess.Popen([sys.executable, "-m", "chaoslab", "load", "--seconds", "10"], cwd=REPO, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with in_a_second_terminal("load", "--seconds", "10") as load:
         first_line = load.stdout.readline()
         assert first_line.startswith("load on http://127.0.0.1:"), first_line
         for step in (("fault", "stop", "db-primary"), ("promote", "db-replica"),
@@ -123,9 +136,6 @@ def test_load_measures_a_failover_done_by_hand_with_the_scenarios_checkers(hands
             done = chaoslab(*step)
             assert done.returncode == 0, f"{' '.join(step)}: {done.stderr}"
         output, _ = load.communicate(timeout=30)
-    finally:
-        if load.poll() is None:
-            load.kill()
     assert load.returncode == 0, output
     assert " ok " in output and "p99" in output, f"no progress lines:\n{output}"
     lost = printed(output, "lost writes:")
@@ -138,18 +148,11 @@ def test_load_measures_a_failover_done_by_hand_with_the_scenarios_checkers(hands
 
 
 def test_load_stops_cleanly_on_ctrl_c_and_still_judges_its_history(hands_on_lab):
-    env = dict(os.environ, CHAOSLAB_RUN_ROOT=str(RUN_ROOT))
-    load = subprocess.Popen([sys.executable, "-m", "chaoslab", "load", "--seconds", "60"], cwd=REPO, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=interruptible)
-    try:
+    with in_a_second_terminal("load", "--seconds", "60", preexec_fn=interruptible) as load:
         load.stdout.readline()
         load.stdout.readline()   # a first progress line: it is under way
         load.send_signal(signal.SIGINT)
         output, _ = load.communicate(timeout=15)
-    finally:
-        if load.poll() is None:
-            load.kill()
     assert load.returncode == 0, output
     assert "stopping: Ctrl-C" in output and "Traceback" not in output, output
     assert printed(output, "lost writes: 0 of "), output
@@ -277,16 +280,10 @@ def test_up_patroni_prints_lines_that_work_and_promote_hands_the_lead_over(lab_o
         row = next((line for line in pasted(connect_lines(output, "patroni")[0]).splitlines() if " pg-1 " in line), "")
         return "Replica" in row and "running" in row
     wait_until(pg_1_replica, service="pg-1", expected="a running replica of pg-2 again (patronictl list)", timeout=60)
-    env = dict(os.environ, CHAOSLAB_RUN_ROOT=str(RUN_ROOT))
-    load = subprocess.Popen([sys.executable, "-m", "chaoslab", "load", "--seconds", "30"], cwd=REPO, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with in_a_second_terminal("load", "--seconds", "30") as load:
         load.stdout.readline()
         assert chaoslab("fault", "kill", "pg-2").returncode == 0
         output_of_load, _ = load.communicate(timeout=60)
-    finally:
-        if load.poll() is None:
-            load.kill()
     assert "failover: `fault kill pg-2`" in output_of_load, output_of_load
     rto = [line.split()[1] for line in printed(output_of_load, "rto_s")]
     assert rto and 0 < float(rto[0]) < 30, f"Patroni's failover should give an RTO:\n{output_of_load}"

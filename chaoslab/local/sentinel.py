@@ -11,6 +11,7 @@ import signal
 from dataclasses import dataclass
 
 from .. import redis_probe
+from ..cluster import fault_steps
 from ..redis_ha import MASTER_NAME, SENTINEL_TIMINGS, RedisHA
 from ..rundir import RunDir
 from ..topology import Endpoint
@@ -102,13 +103,11 @@ class LocalRedisHA(RedisHA):
         return self._server(name).log
 
     def fault(self, action: str, name: str) -> None:
-        process = self._server(name).process
-        if action == "start":
-            self._server(name).start()
-        elif action in ("stop", "kill", "pause", "resume"):
-            getattr(process, action)()
-        else:
-            raise ValueError(f"unknown fault {action!r} for {name}")
+        server = self._server(name)
+        process = server.process
+        for step in fault_steps(action, stop=process.stop, kill=process.kill, pause=process.pause,
+                                resume=process.resume, start=server.start):
+            step()
 
     def is_running(self, name: str) -> bool:
         return self._server(name).process.running()
