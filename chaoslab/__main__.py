@@ -26,6 +26,7 @@ from .errors import LabError
 from . import hands_on
 from .hands_on import HandsOnLab
 from .lab_events import recorded
+from .network import HEAL, NETWORK_FAULTS
 from .topology import HAPROXY, REPLICA
 
 
@@ -51,6 +52,11 @@ def print_status(lab: HandsOnLab, api: ApiServer | None) -> None:
         print(f"  {service:<11} {info['endpoint']:<16} {state:<8} log: {info['log']}")
     if api is not None:
         print(f"  {API:<11} {api.base_url.removeprefix('http://'):<16} {api.state():<8} log: {api.log}")
+    network = lab.network_faults()
+    if network:
+        print("network faults (`python -m chaoslab fault heal` removes them):")
+        for link, toxics in network.items():
+            print(f"  {link}: {'; '.join(toxics)}")
     print("connect:")
     for line in lab.connection_lines():
         print(f"  {line}")
@@ -80,9 +86,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="HAProxy configuration (brief and sentinel topologies)")
     up.add_argument("--no-api", action="store_true", help="no API: bring your own (it reaches the printed ports)")
     commands.add_parser("status", help="show the running stack and how to connect")
-    fault = commands.add_parser("fault", help="inject a fault into a service")
-    fault.add_argument("action", choices=FAULTS)
-    fault.add_argument("service", help=f"a service of the running lab (`status` lists them), or {API}")
+    fault = commands.add_parser(
+        "fault", help="inject a fault into a service, or into the network links to it",
+        description="Process faults: " + ", ".join(FAULTS) + ". Network faults on the links to a service "
+                    "(the brief's topology: the API's link to Redis): " + ", ".join(NETWORK_FAULTS)
+                    + f"; `{HEAL}` removes them (from every link when no service is named).")
+    fault.add_argument("action", choices=[*FAULTS, *NETWORK_FAULTS, HEAL])
+    fault.add_argument("service", nargs="?", help=f"a service of the running lab (`status` lists them), or {API}")
+    fault.add_argument("--ms", type=int, help="latency: the delay added to each answer, in ms")
+    fault.add_argument("--jitter-ms", type=int, help="latency: plus or minus up to this, in ms")
+    fault.add_argument("--kbps", type=int, help="bandwidth: the rate, in KB/s")
     promote = commands.add_parser("promote", help="promote a standby (TP F2); on patroni, a switchover")
     promote.add_argument("service", nargs="?", default=REPLICA)
     promote.add_argument("--method", choices=PROMOTE_METHODS, help="brief and sentinel: pg_ctl (default) or sql")
@@ -190,17 +203,23 @@ def main(argv: list[str] | None = None) -> int:
             from .watch import run_watch
             return run_watch(lab.brief_cluster("watch"), args.api_url or (api.base_url if api else None),
                              seconds=args.seconds, svg=args.svg)
-        if args.command == "fault" and args.service == API:
+        if args.command == "fault" and args.service == API and args.action in FAULTS:
             if api is None:
                 raise LabError(API, "an API started by `python -m chaoslab up`",
                                cause="this lab was started with --no-api: restart it with `python -m chaoslab down` "
                                      "then `python -m chaoslab up`")
             with recorded(cluster.run_dir, "fault", f"{args.action} {API}"):
                 api.fault(args.action)
+        elif args.command == "fault" and args.action == HEAL and args.service is None:
+            with recorded(lab.run_dir, "fault", HEAL):
+                lab.network_faults_here().heal_all()
         elif args.command == "fault":
+            if args.service is None:
+                parser.error(f"fault {args.action}: which service? (`python -m chaoslab status` lists them)")
+            parameters = {"ms": args.ms, "jitter_ms": args.jitter_ms, "kbps": args.kbps}
             with recorded(lab.run_dir, "fault", f"{args.action} {args.service}",
                           on_primary=lab.leads(args.service)):
-                lab.fault(args.action, args.service)
+                lab.fault(args.action, args.service, **parameters)
         elif args.command == "promote":
             with recorded(lab.run_dir, "promote", f"{args.service} ({args.method or 'default'})"):
                 lab.promote(args.service, args.method)

@@ -19,10 +19,9 @@ from .errors import LabError
 from .phases import phase
 from .local.process import ServerProcess, ServerUser
 from .rundir import RunDir
-from .topology import HAPROXY, REDIS, REPLICA
+from .topology import API, HAPROXY, REDIS, REPLICA
 from .waits import wait_until
 
-API = "api"
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -93,7 +92,7 @@ class ApiServer:
         return f"http://127.0.0.1:{self.port}"
 
     def environment(self, **settings: str) -> dict[str, str]:
-        redis = self.cluster.endpoint(REDIS)
+        redis = self.cluster.endpoint_for(API, REDIS)   # through its link's fault proxy, if any
         env = {
             "DB_WRITE_DSN": self.cluster.dsn(HAPROXY),
             "DB_READ_DSN": self.cluster.dsn(REPLICA),

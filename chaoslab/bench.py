@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the cached GET through redis-py (the comparison row)")
     args = parser.parse_args(argv)
 
-    cluster = LocalCluster()
+    cluster = LocalCluster(links=False)   # the brief's stack, with no fault proxy in its paths
     servers: list[ApiServer] = []
     try:
         cluster.start()

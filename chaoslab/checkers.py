@@ -106,6 +106,8 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "médiane des lectures, cache désactivé, Redis en marche (même exécution)"),
     Measure("p50_ms_breaker_open", "ms", "p50 Redis en panne",
             "médiane des lectures envoyées plus d'une seconde après la panne de Redis"),
+    Measure("p99_ms_breaker_open", "ms", "p99 Redis en panne",
+            "99e centile des lectures envoyées plus d'une seconde après la panne de Redis"),
 )}
 
 

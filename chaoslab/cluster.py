@@ -19,6 +19,7 @@ import redis as redis_client
 from . import haproxy_config, pg, redis_probe
 from .phases import phase
 from .errors import LabError
+from .network import HEAL, NETWORK_FAULTS, Network, parameters_for
 from .redis_ha import RedisHA
 from .topology import DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES, Credentials, Endpoint
 from .waits import wait_until
@@ -126,16 +127,35 @@ class Cluster(abc.ABC):
     def rejoin(self, old_primary: str, new_primary: str) -> None:
         """Turn a stopped ex-primary into a standby of the new primary with pg_rewind."""
 
+    # The backend's fault proxy, if it serves the topology's links through one (chaoslab.network).
+    network: Network | None = None
+
+    def require_network(self) -> Network:
+        if self.network is None:
+            raise LabError("network", f"network faults on the {self.name} backend", None,
+                           "it does not serve its links through a fault proxy yet (the local backend does)")
+        return self.network
+
+    def endpoint_for(self, source: str, service: str) -> Endpoint:
+        """Where ``source`` reaches ``service``: its link's fault proxy when the backend serves
+        that link through one, else the service itself."""
+        proxied = self.network.endpoint_for(source, service) if self.network is not None else None
+        return proxied or self.endpoint(service)
+
     @abc.abstractmethod
     def redis_ha(self) -> "RedisHA":
         """A Redis Sentinel group (bonus topology) beside the lab; the caller starts and closes it."""
 
     # -- faults -------------------------------------------------------------------
     @phase("fault")
-    def fault(self, action: str, service: str) -> None:
-        """Apply a fault by the brief's service name: stop, kill, pause, resume, start, restart."""
+    def fault(self, action: str, service: str, **parameters: int) -> None:
+        """Apply a fault by the brief's service name: stop, kill, pause, resume, start, restart;
+        or a network fault (NETWORK_FAULTS, ``heal``) on the links of the service."""
         if service not in SERVICES:
             raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
+        if action in NETWORK_FAULTS or action == HEAL:
+            self.require_network().apply(action, service, parameters_for(action, parameters))
+            return
         for step in fault_steps(action, stop=lambda: self._stop(service), kill=lambda: self._kill(service),
                                 pause=lambda: self._pause(service), resume=lambda: self._resume(service),
                                 start=lambda: self._start(service)):
@@ -287,6 +307,8 @@ class Cluster(abc.ABC):
         Cheap when nothing changed (a few queries); after a failover it rebuilds the
         replica, so that every scenario starts from the same lab whatever ran before.
         """
+        if self.network is not None:
+            self.network.heal_all()
         for service in SERVICES:
             if self.is_paused(service):
                 self._resume(service)

@@ -25,6 +25,7 @@ from .local.cluster import LocalCluster
 from .local.patroni import PatroniCluster
 from .local.process import ServerUser
 from .local.sentinel import LocalRedisHA
+from .network import HEAL, NETWORK_FAULTS, parameters_for
 from .patroni.config import ETCD, NODES, SCOPE
 from .redis_ha import MASTER_NAME
 from .topology import HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES, Credentials, Endpoint
@@ -109,12 +110,31 @@ class HandsOnLab(abc.ABC):
             raise LabError(service, f"a service of the {self.topology} topology ({', '.join(self.services())})",
                            cause=f"this lab has no {service!r}: see `python -m chaoslab status`")
 
-    def fault(self, action: str, service: str) -> None:
-        """Both refused before anything is touched: a service the lab lacks, an unknown action."""
+    def fault(self, action: str, service: str, **parameters: int) -> None:
+        """Refused before anything is touched: a service the lab lacks, an unknown action, a
+        network fault where the lab has no links, or bad parameters."""
         self.check_service(service)
+        if action in NETWORK_FAULTS or action == HEAL:
+            self.network_faults_here()
+            self.cluster.fault(action, service, **parameters_for(action, parameters))
+            return
         if action not in FAULTS:
             raise ValueError(f"unknown fault {action!r}; known: {', '.join(FAULTS)}")
         self._fault(action, service)
+
+    # Whether the topology's API reaches its services through the fault proxy's links.
+    has_links = False
+
+    def network_faults_here(self):
+        if not self.has_links:
+            raise LabError(self.topology, "a lab whose links go through the fault proxy for a network fault",
+                           cause=f"the {self.topology} topology has none yet: `python -m chaoslab up` (the brief's "
+                                 "stack) has the API's link to Redis")
+        return self.cluster.require_network()
+
+    def network_faults(self) -> dict[str, list[str]]:
+        """The network faults in place, by link (none where the lab has no links)."""
+        return self.network_faults_here().active() if self.has_links else {}
 
     @abc.abstractmethod
     def _fault(self, action: str, service: str) -> None: ...
@@ -133,6 +153,7 @@ class HandsOnLab(abc.ABC):
 
 class BriefLab(HandsOnLab):
     topology = "brief"
+    has_links = True
 
     @classmethod
     def start(cls, *, config: str) -> "BriefLab":
@@ -184,6 +205,8 @@ class BriefLab(HandsOnLab):
 class SentinelLab(BriefLab):
     """The brief's stack and the Sentinel group in one run directory; the API's cache is the
     group's master, found through the Sentinels, while the brief's Redis stays as it is."""
+
+    has_links = False   # the API finds its Redis through the Sentinels, not through a link
 
     topology = "sentinel"
 

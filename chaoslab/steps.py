@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +19,10 @@ import pytest
 import requests
 
 from . import api_client, checkers, pg
-from .checkers import FailoverFigures, LostWritesResult, ReadsResult, WorkloadReadsResult
+from .checkers import FailoverFigures, LostWritesResult, ReadsResult, WorkloadReadsResult, percentile
 from .history import History
 from .phases import phase
+from .topology import REDIS
 from .waits import wait_until
 from .workload import Workload
 
@@ -164,3 +166,131 @@ def record_reads(measure, reads: ReadsResult) -> None:
 def assert_reads_answered(reads: ReadsResult, during: str) -> None:
     assert reads.failed == [], f"reads failed during {during}: {[op.error for op in reads.failed[:5]]}"
     assert reads.wrong == [], f"reads returned wrong values during {during}: {reads.wrong[:5]}"
+
+
+# -- Redis outages: E1, and the network faults on the API's link to Redis -----------------------------
+# With the breaker open, reads may cost at most this many times a read with the cache off.
+BREAKER_COST_RATIO = 3.0
+# A write must be answered within this whatever Redis does (the API bounds each Redis call).
+WRITE_BOUND_S = 2.0
+
+
+@dataclass
+class RedisOutage:
+    no_cache_p50_ms: float
+    breaker_p50_ms: float
+    breaker_p99_ms: float
+    reads: ReadsResult
+    # When Redis itself still answers the harness (a network fault): the GETs Redis served
+    # from one second after the fault to the end of the load, and the API's reads meanwhile.
+    redis_gets_while_open: int | None = None
+    reads_while_open: int = 0
+
+
+def redis_get_calls(lab) -> int:
+    """How many GETs Redis has served since it started, as Redis counts them (INFO commandstats)."""
+    return int(lab.redis().info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+
+def redis_outage_under_read_load(lab, api, measure, *, fault, back, what: str,
+                                 redis_answers_the_harness: bool = False) -> RedisOutage:
+    """E1's experiment: reads of cached products under load, Redis made unusable by ``fault()``
+    (a callable) halfway, then brought back by ``back()``. Asserts that every read is answered
+    right, that once the breaker is open reads cost what reads without a cache cost, and that
+    the cache is used again with no restart of the API. Returns the figures; when Redis still
+    answers the harness during the fault, with what Redis saw of the API meanwhile."""
+    api.ensure(CACHE_ENABLED="false")
+    products = create_products(lab, api, 8)
+    no_cache = read_load(api, list(products), seconds=1.5).start()
+    assert no_cache.join(timeout=20), "the read load did not stop within its bounds"
+    # The first half second grows the API's connection pool (SCRAM logins): not steady state.
+    no_cache_p50 = percentile(read_latencies_ms(no_cache.history, after=no_cache.history.start + 0.5), 50)
+
+    api.ensure()
+    for product_id in products:  # warm cache
+        api_client.read(api.base_url, product_id)
+    load = read_load(api, list(products), seconds=3.5).start()
+    try:
+        wait_until(lambda: len(load.history.ops) > 50, service="api", expected="reads before the fault",
+                   timeout=10)
+        load.history.mark("fault")
+        fault()
+        fault_at = load.history.event_time("fault")
+        if redis_answers_the_harness:
+            # Redis's own count from when the breaker should be open (see below) to the end.
+            wait_until(lambda: time.monotonic() >= fault_at + 1.0, service="harness",
+                       expected="one second after the fault", timeout=5)
+            gets_before = redis_get_calls(lab)
+    finally:
+        assert load.join(timeout=20), "the read load did not stop by itself within its bounds"
+
+    reads = checkers.check_reads(load.history, products)
+    # The breaker opens after a few failures (within 0.5 s even when each pays the
+    # timeout); the rest of the run shows its effect.
+    open_latencies = read_latencies_ms(load.history, after=fault_at + 1.0)
+    outage = RedisOutage(no_cache_p50, percentile(open_latencies, 50), percentile(open_latencies, 99), reads,
+                         reads_while_open=len(open_latencies))
+    if redis_answers_the_harness:
+        outage.redis_gets_while_open = redis_get_calls(lab) - gets_before
+        measure("redis_gets_while_open", outage.redis_gets_while_open)
+        measure("reads_while_open", outage.reads_while_open)
+    record_reads(measure, reads)
+    measure("p50_ms_no_cache", round(outage.no_cache_p50_ms, 3), "ms")
+    measure("p50_ms_breaker_open", round(outage.breaker_p50_ms, 3), "ms")
+    measure("p99_ms_breaker_open", round(outage.breaker_p99_ms, 3), "ms")
+    assert_reads_answered(reads, what)
+    assert outage.breaker_p50_ms <= BREAKER_COST_RATIO * no_cache_p50, (
+        f"with {what}, reads should cost what reads without a cache cost: p50 {outage.breaker_p50_ms:.1f} ms, "
+        f"against {no_cache_p50:.1f} ms with the cache off in this run")
+    health = requests.get(f"{api.base_url}/health", timeout=5).json()
+    assert health["status"] == "degraded", f"with {what}, /health should say degraded: {health}"
+
+    # Redis comes back: the cache is used again, with no restart of the API.
+    back()
+    came_back = time.monotonic()
+    key = f"product:{next(iter(products))}"
+    lab.redis().delete(key)   # whatever Redis kept: the API must fill the key again
+    wait_until(lambda: api_client.read(api.base_url, next(iter(products))) and lab.redis().exists(key),
+               service="api", expected=f"{key} cached again after {what} ended", timeout=15,
+               interval=0.1, log=api.log)
+    measure("cache_back_after_s", round(time.monotonic() - came_back, 3), "s")
+    return outage
+
+
+def write_during_redis_outage(lab, api, measure, *, fault, back, what: str) -> None:
+    """E1 with a write: Redis holds the old value of a product when ``fault()`` makes it
+    unusable; reads go on, then a PUT is answered at once; when ``back()`` ends the outage,
+    no GET may serve the old value, whatever Redis kept."""
+    product = api_client.create(api.base_url, "Keyboard", 4999)
+    lab.wait_caught_up()
+    key = f"product:{product['id']}"
+    api_client.read(api.base_url, product["id"])
+    lab.redis().save()   # the cached old value is on disk too
+    fault()
+    # Reads go on meanwhile (and open the API's Redis breaker, if it has one): from the database.
+    during = [api_client.read(api.base_url, product["id"]).body.get("price_cents") for _ in range(5)]
+    assert during == [4999] * 5, f"reads with {what} answered {during}"
+
+    started = time.monotonic()
+    put = api_client.update(api.base_url, product["id"], "Keyboard", 3999)
+    measure("put_during_outage_ms", round((time.monotonic() - started) * 1000, 1), "ms")
+    assert put.status_code == 200, f"a PUT with {what} must succeed, got {put.status_code} {put.text[:200]}"
+    assert time.monotonic() - started < WRITE_BOUND_S, "a PUT must not wait for a Redis that does not answer"
+    lab.wait_caught_up()
+    assert api_client.read(api.base_url, product["id"]).body.get("price_cents") == 3999
+
+    back()
+    held = lab.redis().get(key)
+    assert held is not None and json.loads(held)["price_cents"] == 4999, \
+        f"Redis should come back with the old value after {what}"
+    reads: list[api_client.Read] = []
+
+    def redis_used_again() -> bool:
+        reads.append(api_client.read(api.base_url, product["id"]))
+        return reads[-1].cache != "bypass"
+    wait_until(redis_used_again, service="api", expected=f"GETs to use Redis again after {what} ended",
+               timeout=15, interval=0.05, log=api.log)
+    served = [read.body.get("price_cents") for read in reads]
+    assert set(served) == {3999}, f"GETs after {what} ended served {served}: the old value survived the PUT"
+    now = lab.redis().get(key)
+    assert now is None or json.loads(now)["price_cents"] == 3999, f"Redis still holds the old value: {now}"

@@ -13,6 +13,7 @@ PRIMARY = "db-primary"
 REPLICA = "db-replica"
 REDIS = "redis"
 HAPROXY = "haproxy"
+API = "api"   # the system under test: a client of the others, not one of the brief's services
 
 DB_NODES = (PRIMARY, REPLICA)
 SERVICES = (PRIMARY, REPLICA, REDIS, HAPROXY)

@@ -318,3 +318,21 @@ def test_a_service_the_topology_does_not_have_gets_one_line_naming_what_it_has(h
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     watch = chaoslab("up", "--topology", "raft")
     assert watch.returncode == 2 and "invalid choice: 'raft'" in watch.stderr, watch.stderr
+
+
+def test_a_network_fault_on_redis_shows_in_status_and_heals(hands_on_lab):
+    """`fault latency redis --ms 300`: the API's link to Redis is slow (above the API's 100 ms
+    Redis timeout, so /health says so), `status` lists the fault, `fault heal` removes it."""
+    health = printed(hands_on_lab, "curl ")[-1]
+    slowed = chaoslab("fault", "latency", "redis", "--ms", "300")
+    assert slowed.returncode == 0, slowed.stderr
+    assert "api_to_redis: latency downstream latency=300" in chaoslab("status").stdout
+    wait_until(lambda: json.loads(pasted(health))["checks"]["redis"]["ok"] is False, service="api",
+               expected="/health to see Redis as not answering in time", timeout=10, interval=0.2)
+    again = chaoslab("fault", "latency", "redis", "--ms", "-1")
+    assert again.returncode == 2 and "expected a whole number from 0 to 600000" in again.stderr, again.stderr
+    healed = chaoslab("fault", "heal")
+    assert healed.returncode == 0, healed.stderr
+    assert "network faults" not in chaoslab("status").stdout
+    wait_until(lambda: json.loads(pasted(health))["status"] == "ok", service="api",
+               expected="/health ok once the link healed", timeout=15, interval=0.2)

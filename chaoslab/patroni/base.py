@@ -125,6 +125,11 @@ class BasePatroniCluster(abc.ABC):
     def dsn(self, service: str, role: str = "app") -> str:
         return pg.conninfo(self.endpoint(service), self.creds, role=role)
 
+    def endpoint_for(self, source: str, service: str) -> Endpoint:
+        """Where ``source`` reaches ``service``: directly, since this topology serves no links
+        through the fault proxy yet (chaoslab.network)."""
+        return self.endpoint(service)
+
     def redis(self) -> redis_client.Redis:
         endpoint = self.endpoint(REDIS)
         return redis_client.Redis(host=endpoint.host, port=endpoint.port, socket_timeout=2,

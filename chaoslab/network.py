@@ -1,0 +1,162 @@
+"""Network faults: the links of the topology, as data, and what each fault does to a link.
+
+A link is one client's connections to one service (the API's to Redis, ...). A backend
+that can fault a link serves it through a fault proxy (``chaoslab.faultproxy``, with
+Toxiproxy's HTTP API): the client is pointed at the proxy, the proxy at the service, and a
+fault is a set of Toxiproxy toxics on it, added and removed at run time. Evidence never
+goes through a link: the harness reaches every service directly.
+
+A fault aimed at a service acts on every link into it (its whole traffic, as far as the
+lab routes it through links).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import LabError
+from .faultproxy.client import ToxiproxyClient
+from .topology import API, REDIS, Endpoint
+
+
+@dataclass(frozen=True)
+class Link:
+    source: str
+    target: str
+
+    @property
+    def name(self) -> str:
+        """Its proxy's name (Toxiproxy's names are letters, digits, - and _)."""
+        return f"{self.source}_to_{self.target}".replace("-", "_")
+
+    def __str__(self) -> str:
+        return f"{self.source} → {self.target}"
+
+
+# The links a backend serves through its fault proxy. Next (issue 14): API → HAProxy, API →
+# replica, replica → primary (replication), and the bonus topologies' own links.
+LINKS = (Link(API, REDIS),)
+
+
+@dataclass(frozen=True)
+class NetworkFault:
+    """A fault on a link: its description (in French, for the report) and its toxics."""
+
+    description: str
+    toxics: Callable[[dict[str, int]], list[dict]]
+    parameters: tuple[str, ...] = ()
+
+
+def _both_ways(kind: str, attributes: dict[str, int]) -> list[dict]:
+    return [{"name": f"chaoslab_{kind}_{stream}", "type": kind, "stream": stream, "attributes": attributes}
+            for stream in ("upstream", "downstream")]
+
+
+# By name, as `python -m chaoslab fault NAME SERVICE` and `Cluster.fault` take them; `heal`
+# removes them all. Latency and bandwidth act on what the service sends back (Toxiproxy's
+# default stream): a request's round trip grows by the latency once.
+NETWORK_FAULTS = {
+    "latency": NetworkFault(
+        "latence ajoutée à chaque réponse du service (ms, ± gigue)",
+        lambda p: [{"name": "chaoslab_latency", "type": "latency", "stream": "downstream",
+                    "attributes": {"latency": p["ms"], "jitter": p.get("jitter_ms", 0)}}],
+        ("ms", "jitter_ms")),
+    "bandwidth": NetworkFault(
+        "débit limité (KB/s) dans les deux sens",
+        lambda p: _both_ways("bandwidth", {"rate": p["kbps"]}), ("kbps",)),
+    "blackhole": NetworkFault(
+        "trou noir : les connexions s'ouvrent, rien ne passe dans aucun sens (partition silencieuse)",
+        lambda p: _both_ways("timeout", {"timeout": 0})),
+    "reset": NetworkFault(
+        "chaque connexion est réinitialisée (TCP RST), les nouvelles aussi",
+        lambda p: [{"name": "chaoslab_reset", "type": "reset_peer", "stream": "downstream",
+                    "attributes": {"timeout": 0}}]),
+    "down": NetworkFault("lien coupé : connexions fermées, et refusées tant qu'il l'est", lambda p: []),
+}
+HEAL = "heal"
+
+
+class Network:
+    """A lab's links, served by one fault proxy (its Toxiproxy API at ``client.url``)."""
+
+    def __init__(self, client: ToxiproxyClient, listen: dict[str, Endpoint], log: str) -> None:
+        self.client = client
+        self.listen = listen   # link name -> where its source connects
+        self.log = log
+
+    def endpoint_for(self, source: str, target: str) -> Endpoint | None:
+        return self.listen.get(Link(source, target).name)
+
+    def create(self, link: Link, listen: Endpoint, upstream: Endpoint) -> None:
+        self.client.create_proxy(link.name, str(listen), str(upstream))
+        self.listen[link.name] = listen
+
+    def links_of(self, service: str) -> list[Link]:
+        links = [link for link in LINKS if link.name in self.listen and service in (link.source, link.target)]
+        if not links:
+            served = ", ".join(str(link) for link in LINKS if link.name in self.listen) or "none"
+            raise LabError("network", f"a link to or from {service} to fault (the links served here: {served})",
+                           self.log)
+        return links
+
+    def apply(self, action: str, service: str, parameters: dict[str, int]) -> None:
+        """The fault on every link of ``service``; if one fails half-way, what was applied is
+        removed again, so that a failed fault leaves nothing behind."""
+        if action == HEAL:
+            for link in self.links_of(service):
+                self.heal(link)
+            return
+        fault = NETWORK_FAULTS[action]
+        applied: list[Link] = []
+        try:
+            for link in self.links_of(service):
+                applied.append(link)
+                if action == "down":
+                    self.client.set_enabled(link.name, False)
+                for toxic in fault.toxics(parameters):
+                    self.client.add_toxic(link.name, toxic["type"], toxic["attributes"], stream=toxic["stream"],
+                                          name=toxic["name"])
+        except LabError:
+            for link in applied:
+                self.heal(link)
+            raise
+
+    def heal(self, link: Link) -> None:
+        state = self.client.proxies().get(link.name, {})
+        for toxic in state.get("toxics", []):
+            self.client.remove_toxic(link.name, toxic["name"])
+        if not state.get("enabled", True):
+            self.client.set_enabled(link.name, True)
+
+    def heal_all(self) -> None:
+        self.client.reset()
+
+    def active(self) -> dict[str, list[str]]:
+        """Each link that has a fault: its toxics, as `type stream attributes`, and `down`."""
+        faults = {}
+        for name, state in self.client.proxies().items():
+            lines = [] if state.get("enabled", True) else ["down"]
+            lines += [f"{t['type']} {t['stream']} " + " ".join(f"{k}={v}" for k, v in t["attributes"].items())
+                      for t in state.get("toxics", [])]
+            if lines:
+                faults[name] = lines
+        return faults
+
+
+def parameters_for(action: str, given: dict[str, int | None]) -> dict[str, int]:
+    """The fault's parameters, checked: each one it needs present, whole and within sense."""
+    if action == HEAL:
+        return {}
+    fault = NETWORK_FAULTS[action]
+    values = {key: value for key, value in given.items() if value is not None and key in fault.parameters}
+    needed = {"latency": "ms", "bandwidth": "kbps"}.get(action)
+    if needed and needed not in values:
+        raise ValueError(f"fault {action} needs --{needed.replace('_', '-')} (e.g. --{needed} 200)")
+    for key, value in values.items():
+        if not isinstance(value, int) or value < 0 or value > 600_000:
+            raise ValueError(f"fault {action}: --{key.replace('_', '-')} {value}; expected a whole number "
+                             f"from 0 to 600000")
+    if action == "bandwidth" and values["kbps"] == 0:
+        raise ValueError("fault bandwidth: --kbps 0 lets nothing through; say `blackhole` for that")
+    return values
