@@ -108,6 +108,13 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "médiane des lectures envoyées plus d'une seconde après la panne de Redis"),
     Measure("p99_ms_breaker_open", "ms", "p99 Redis en panne",
             "99e centile des lectures envoyées plus d'une seconde après la panne de Redis"),
+    Measure("redis_gets_while_open", "", "GET reçus par Redis",
+            "commandes GET servies par Redis (son `INFO commandstats`) d'une seconde après la panne du lien "
+            "à la fin de la charge"),
+    Measure("reads_while_open", "", "lectures de l'API",
+            "lectures envoyées à l'API sur la même période"),
+    Measure("cache_back_after_s", "s", "retour du cache",
+            "de la fin de la panne à la première clé remplie de nouveau dans Redis par l'API"),
 )}
 
 

@@ -19,7 +19,7 @@ import redis as redis_client
 from . import haproxy_config, pg, redis_probe
 from .phases import phase
 from .errors import LabError
-from .network import HEAL, NETWORK_FAULTS, Network, parameters_for
+from .network import HEAL, NETWORK_FAULTS, FaultLinks, parameters_for
 from .redis_ha import RedisHA
 from .topology import DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES, Credentials, Endpoint
 from .waits import wait_until
@@ -128,18 +128,18 @@ class Cluster(abc.ABC):
         """Turn a stopped ex-primary into a standby of the new primary with pg_rewind."""
 
     # The backend's fault proxy, if it serves the topology's links through one (chaoslab.network).
-    network: Network | None = None
+    fault_links: FaultLinks | None = None
 
-    def require_network(self) -> Network:
-        if self.network is None:
+    def require_fault_links(self) -> FaultLinks:
+        if self.fault_links is None:
             raise LabError("network", f"network faults on the {self.name} backend", None,
                            "it does not serve its links through a fault proxy yet (the local backend does)")
-        return self.network
+        return self.fault_links
 
     def endpoint_for(self, source: str, service: str) -> Endpoint:
         """Where ``source`` reaches ``service``: its link's fault proxy when the backend serves
         that link through one, else the service itself."""
-        proxied = self.network.endpoint_for(source, service) if self.network is not None else None
+        proxied = self.fault_links.endpoint_for(source, service) if self.fault_links is not None else None
         return proxied or self.endpoint(service)
 
     @abc.abstractmethod
@@ -154,7 +154,7 @@ class Cluster(abc.ABC):
         if service not in SERVICES:
             raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
         if action in NETWORK_FAULTS or action == HEAL:
-            self.require_network().apply(action, service, parameters_for(action, parameters))
+            self.require_fault_links().apply(action, service, parameters_for(action, parameters))
             return
         for step in fault_steps(action, stop=lambda: self._stop(service), kill=lambda: self._kill(service),
                                 pause=lambda: self._pause(service), resume=lambda: self._resume(service),
@@ -307,8 +307,8 @@ class Cluster(abc.ABC):
         Cheap when nothing changed (a few queries); after a failover it rebuilds the
         replica, so that every scenario starts from the same lab whatever ran before.
         """
-        if self.network is not None:
-            self.network.heal_all()
+        if self.fault_links is not None:
+            self.fault_links.heal_all()
         for service in SERVICES:
             if self.is_paused(service):
                 self._resume(service)

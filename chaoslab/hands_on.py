@@ -130,7 +130,7 @@ class HandsOnLab(abc.ABC):
             raise LabError(self.topology, "a lab whose links go through the fault proxy for a network fault",
                            cause=f"the {self.topology} topology has none yet: `python -m chaoslab up` (the brief's "
                                  "stack) has the API's link to Redis")
-        return self.cluster.require_network()
+        return self.cluster.require_fault_links()
 
     def network_faults(self) -> dict[str, list[str]]:
         """The network faults in place, by link (none where the lab has no links)."""

@@ -77,7 +77,7 @@ NETWORK_FAULTS = {
 HEAL = "heal"
 
 
-class Network:
+class FaultLinks:
     """A lab's links, served by one fault proxy (its Toxiproxy API at ``client.url``)."""
 
     def __init__(self, client: ToxiproxyClient, listen: dict[str, Endpoint], log: str) -> None:

@@ -497,6 +497,34 @@ WRITE_COUNTS = ("acked_writes", "lost_writes", "unknown_writes")
 NOT_APPLICABLE = "sans objet"
 
 
+def section_network(ctx: _Context) -> str:
+    """Network faults on the API's link to Redis (the fault proxy), as measured."""
+    reads = find_tests(ctx.results, "network", "p99_ms_breaker_open")
+    writes = find_tests(ctx.results, "network", "put_during_outage_ms")
+    lines = ["## 5 bis. Pannes réseau (lien API → Redis)", ""]
+    if not reads and not writes:
+        lines.append(f"Pannes réseau : {MISSING}.")
+        return "\n".join(lines)
+    lines += ["Le lien de l'API vers Redis passe par le proxy de pannes du laboratoire (API de Toxiproxy) ; "
+              "Redis lui-même reste joignable par le banc de test, qui lit ses compteurs. `slow` : chaque réponse "
+              "de Redis arrive trois fois plus tard que le délai Redis de l'API ; `blackhole` : rien ne passe, "
+              "rien n'est refusé (partition silencieuse).", ""]
+    if reads:
+        names = ("p50_ms_breaker_open", "p99_ms_breaker_open", "p50_ms_no_cache", "redis_gets_while_open",
+                 "reads_while_open", "cache_back_after_s")
+        rows = [(f"`{label(t)}`", f"{cell(value(t, 'failed_reads'))} / {cell(value(t, 'reads_total'))}",
+                 *(cell(value(t, name), MEASURES[name].unit) for name in names), outcome_fr(t)) for t in reads]
+        lines.append(md_table(("Panne du lien", "Lectures en échec / total", *(heading(n) for n in names),
+                               "Verdict"), rows))
+        lines += ["", legend(("failed_reads", *names))]
+    if writes:
+        rows = [(f"`{label(t)}`", cell(value(t, "put_during_outage_ms"), "ms"), outcome_fr(t)) for t in writes]
+        lines += ["", "Écriture pendant la partition (Redis garde l'ancienne valeur, lue dans Redis ; aucun `GET` ne "
+                  "doit la resservir après la fin de la panne) :", "",
+                  md_table(("Scénario", "`PUT` pendant la panne", "Verdict"), rows)]
+    return "\n".join(lines)
+
+
 def _of_kind(results: Mapping[str, Any], *kinds: str) -> list[Mapping[str, Any]]:
     return [t for t in results.get("tests", []) if value(t, "failover_kind") in kinds]
 
@@ -784,6 +812,7 @@ def render_report(
         section_cache(ctx),
         section_stale(ctx),
         section_resilience(ctx),
+        section_network(ctx),
         section_failover(ctx),
         section_manual_auto(ctx),
         section_questions(ctx),

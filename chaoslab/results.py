@@ -30,7 +30,7 @@ from typing import Any, Iterable, Mapping
 SCHEMA_VERSION = 2
 # The markers a test's record keeps: the TP's parts and the bonuses (the report finds its
 # figures by them); pytest.ini registers them with their meaning.
-SCENARIO_MARKERS: tuple[str, ...] = ("setup", "replication", "haproxy", "cache", "resilience", "failover",
+SCENARIO_MARKERS: tuple[str, ...] = ("setup", "replication", "haproxy", "cache", "resilience", "network", "failover",
                                      "stampede", "patroni", "sentinel")
 OUTCOMES = ("passed", "failed", "error", "skipped")
 

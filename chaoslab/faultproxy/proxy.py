@@ -82,6 +82,9 @@ class Proxy:
             connection.toxic_removed(name)
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if not self.enabled:   # accepted just before `down`: closed like those it found open
+            client_writer.close()
+            return
         try:
             server_reader, server_writer = await asyncio.wait_for(
                 asyncio.open_connection(self.upstream.host, self.upstream.port), CONNECT_TIMEOUT_S)
@@ -90,7 +93,7 @@ class Proxy:
             _reset(client_writer)
             return
         if not self.enabled:   # disabled while this connection was being set up: `down` closes it too
-            _reset(client_writer)
+            client_writer.close()
             server_writer.close()
             return
         connection = Connection(self, client_reader, client_writer, server_reader, server_writer)

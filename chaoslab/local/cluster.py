@@ -54,7 +54,7 @@ class LocalCluster(Cluster):
             self.nodes[REPLICA].start()
             self.redis_node.start()
             for link in LINKS if self.links else ():   # its client reaches its service through the proxy
-                self.network.create(link, Endpoint(LOCALHOST, port(None)), endpoints[link.target])
+                self.fault_links.create(link, Endpoint(LOCALHOST, port(None)), endpoints[link.target])
             self._apply_haproxy(self.haproxy_source, "restart")
             self.wait_streaming(REPLICA)
             self.wait_haproxy_settled()
@@ -73,7 +73,7 @@ class LocalCluster(Cluster):
         self.redis_node = RedisNode(REDIS, endpoints[REDIS], self.run_dir, user)
         self.haproxy = HAProxyNode(HAPROXY, self.run_dir, user)
         self.faultproxy = FaultProxyNode(faultproxy, self.run_dir)
-        self.network = self.faultproxy.network(dict(links or {}))
+        self.fault_links = self.faultproxy.fault_links(dict(links or {}))
 
     # -- a stack left running by `python -m chaoslab up` ------------------------------
     STATE_FILE = "state.json"
@@ -88,7 +88,7 @@ class LocalCluster(Cluster):
             "endpoints": {service: [e.host, e.port] for service, e in self._endpoints.items()},
             "haproxy_read": [self._haproxy_read.host, self._haproxy_read.port],
             "faultproxy": [self.faultproxy.api.host, self.faultproxy.api.port],
-            "links": {name: [e.host, e.port] for name, e in self.network.listen.items()},
+            "links": {name: [e.host, e.port] for name, e in self.fault_links.listen.items()},
             "creds": asdict(self.creds),
             "haproxy_config_name": self.haproxy_config_name,
             "haproxy_source": self.haproxy_source,

@@ -11,7 +11,7 @@ from pathlib import Path
 import requests
 
 from ..faultproxy.client import ToxiproxyClient
-from ..network import Network
+from ..network import FaultLinks
 from ..rundir import RunDir
 from ..topology import Endpoint
 from .process import ServerProcess, ServerUser
@@ -38,5 +38,5 @@ class FaultProxyNode:
         self.process.wait_answering(lambda: requests.get(f"{self.client.url}/version", timeout=1).ok or None,
                                     expected=f"its Toxiproxy API to answer on {self.client.url}", timeout=timeout)
 
-    def network(self, listen: dict[str, Endpoint]) -> Network:
-        return Network(self.client, listen, str(self.log))
+    def fault_links(self, listen: dict[str, Endpoint]) -> FaultLinks:
+        return FaultLinks(self.client, listen, str(self.log))
