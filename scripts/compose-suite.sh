@@ -10,8 +10,9 @@
 # The engine is started if none answers (scripts/docker-engine.sh). Results go to
 # reports/junit-compose.xml and reports/results-compose.json, beside the local suite's;
 # the bonus topologies (Redis Sentinel, Patroni) run next, in a pytest of their own, to
-# reports/junit-compose-bonus.xml and reports/results-compose-bonus.json; last, the grader
-# on whole submissions (reports/junit-submissions.xml, reports/results-submissions.json).
+# reports/junit-compose-bonus.xml and reports/results-compose-bonus.json; the grader on
+# whole submissions runs beside both (reports/junit-submissions.xml,
+# reports/results-submissions.json, its output in reports/submissions.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 images=${CHAOSLAB_IMAGES:-local}
@@ -51,6 +52,20 @@ if [ "$images" != local ]; then
   echo "[compose-suite] Patroni image built in $(elapsed "$started")"
 fi
 
+# The grader on whole submissions: the references get 20/20, each mutant loses exactly its
+# checks. Submissions publish the brief's ports, so they are graded one after another; the
+# lab's own compose runs never do (each reserves ports of its own), so the grading runs
+# beside them, its output kept in reports/submissions.log and printed once it is over.
+graded_started=$(date +%s)
+# A script's background job starts with Ctrl-C ignored: env gives it back, so that Ctrl-C
+# reaches the grading as it reaches the scenarios, and both clean up before this script ends.
+env --default-signal=INT .venv/bin/python -m pytest --backend compose -m submissions \
+  --junitxml=reports/junit-submissions.xml --results-file=reports/results-submissions.json "$@" \
+  >reports/submissions.log 2>&1 &
+grading=$!
+trap 'wait "$grading"; exit 130' INT
+trap 'kill -TERM "$grading" 2>/dev/null; wait "$grading"; exit 143' TERM
+
 started=$(date +%s)
 status=0
 .venv/bin/python -m pytest --backend compose \
@@ -66,13 +81,12 @@ echo "[compose-suite] bonus topologies (Sentinel, Patroni) on the compose backen
 # Arguments that select no bonus scenario (-k ...) are not a failure of this half (5: nothing collected).
 if [ "$bonus" -eq 5 ] && [ $# -gt 0 ]; then bonus=0; fi
 
-# The grader on whole submissions: the references get 20/20, each mutant loses exactly its
-# checks. They publish the brief's ports, so they run one after another, after the rest.
-started=$(date +%s)
 graded=0
-.venv/bin/python -m pytest --backend compose -m submissions \
-  --junitxml=reports/junit-submissions.xml --results-file=reports/results-submissions.json "$@" || graded=$?
-echo "[compose-suite] graded submissions (references and mutants): exit $graded in $(elapsed "$started")"
+wait "$grading" || graded=$?
+trap - INT TERM
+echo "[compose-suite] graded submissions (references and mutants), beside the scenarios above:"
+cat reports/submissions.log
+echo "[compose-suite] graded submissions: exit $graded in $(elapsed "$graded_started")"
 if [ "$graded" -eq 5 ] && [ $# -gt 0 ]; then graded=0; fi
 [ "$status" -ne 0 ] || status=$bonus
 [ "$status" -ne 0 ] || status=$graded
