@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import requests
 
-from chaoslab import api_client, pg
+from chaoslab import api_client, pg, steps
 from chaoslab.checkers import percentile
 from chaoslab.steps import REPORTS_DIR
 from chaoslab.topology import REPLICA
-from chaoslab.waits import wait_until
 
 pytestmark = pytest.mark.cache
 
@@ -60,15 +58,6 @@ def test_put_invalidates_the_key(lab, api):
     assert api_client.read(api.base_url, product["id"]).body["price_cents"] == 3999
 
 
-def _stale_window_ms(api, product_id: int, new_price: int, timeout: float = 20) -> float:
-    """Read right after a PUT until the new value shows; how long reads were stale."""
-    started = time.monotonic()
-    wait_until(lambda: api_client.read(api.base_url, product_id).body.get("price_cents") == new_price,
-               service="api", expected=f"GET /products/{product_id} to return price {new_price}",
-               timeout=timeout, interval=0.02, log=api.log)
-    return (time.monotonic() - started) * 1000
-
-
 def test_read_after_write_is_stale_while_the_replica_lags_d4(lab, api, measure):
     """D4 made deterministic: an apply delay on the replica, a read right after a PUT.
 
@@ -83,7 +72,7 @@ def test_read_after_write_is_stale_while_the_replica_lags_d4(lab, api, measure):
     assert api_client.update(api.base_url, product["id"], "Keyboard", 3999).status_code == 200
     right_after = api_client.read(api.base_url, product["id"])
     assert right_after.body["price_cents"] == 4999, "the lagging replica should still serve the old price"
-    window = _stale_window_ms(api, product["id"], 3999)
+    window = steps.stale_window_ms(api, product["id"], 3999)
     measure("apply_delay_ms", delay_ms, "ms")
     measure("stale_window_ms", round(window, 1), "ms")
     assert window >= delay_ms * 0.5, "the stale window should reflect the injected apply delay"
@@ -92,7 +81,7 @@ def test_read_after_write_is_stale_while_the_replica_lags_d4(lab, api, measure):
     pg.reset_scenario_settings(lab.endpoint(REPLICA), lab.creds)
     lab.wait_caught_up()
     assert api_client.update(api.base_url, product["id"], "Keyboard", 2999).status_code == 200
-    window_without_delay = _stale_window_ms(api, product["id"], 2999, timeout=5)
+    window_without_delay = steps.stale_window_ms(api, product["id"], 2999, timeout=5)
     measure("stale_window_ms_no_delay", round(window_without_delay, 1), "ms")
     assert window_without_delay < delay_ms
 
@@ -114,7 +103,7 @@ def test_stale_fill_race_after_put(lab, api, measure, guard):
 
     assert api_client.update(api.base_url, product["id"], "Keyboard", 3999).status_code == 200
     refill = api_client.read(api.base_url, product["id"])  # the miss that races the replica
-    window = _stale_window_ms(api, product["id"], 3999, timeout=ttl_s * 3)
+    window = steps.stale_window_ms(api, product["id"], 3999, timeout=ttl_s * 3)
     measure("race_guard", guard)
     measure("ttl_setting_s", ttl_s, "s")
     measure("apply_delay_ms", delay_ms, "ms")

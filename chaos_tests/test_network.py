@@ -1,17 +1,22 @@
-"""Network faults on the API's link to Redis (issue 14): Redis slow, or cut off without a word.
+"""Network faults (issue 14) on the API's link to Redis and on the replication link.
 
-The API reaches Redis through the lab's fault proxy (chaoslab.network); the harness reaches
-Redis directly, so what Redis holds is read from Redis itself. A slow Redis answers, but
-later than the API's Redis timeout; a blackholed one accepts connections and never
-answers: neither refuses anything, so the API only learns from its own timeouts.
+The links go through the lab's fault proxy (chaoslab.network); the harness reaches every
+service directly, so what Redis holds and what the primary reports are read from them.
+A slow link delivers, late; a blackholed one accepts connections and never delivers:
+neither refuses anything, so the clients only learn from their own timeouts.
 """
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
-from chaoslab import steps
-from chaoslab.topology import REDIS
+from chaoslab import api_client, checkers, pg, steps
+from chaoslab.checkers import percentile
+from chaoslab.topology import PRIMARY, REDIS, REPLICA, slot_name
+from chaoslab.waits import wait_until
 
 pytestmark = pytest.mark.network
 
@@ -52,9 +57,151 @@ def test_redis_unreachable_over_the_network_keeps_reads_fast(lab, api, measure, 
         f"({outage.no_cache_p50_ms:.1f} ms) plus {P99_TIMEOUTS} Redis timeouts of {timeout_ms} ms")
 
 
-def test_a_put_while_redis_is_cut_off_leaves_no_stale_value(lab, api, measure):
-    """A partition: the PUT's invalidation cannot reach Redis, which keeps the old value (read in
-    Redis itself); once the link heals, no GET may serve it. (A slow link is no such test: the
-    invalidation reaches Redis, only its answer is late.)"""
-    apply, heal = _fault(lab, api, "blackhole")
-    steps.write_during_redis_outage(lab, api, measure, fault=apply, back=heal, what="the link to Redis blackholed")
+def test_a_put_while_the_link_to_redis_is_down_leaves_no_stale_value(lab, api, measure):
+    """The link cut (`down`: connections closed, new ones refused): the PUT's invalidation cannot
+    reach Redis, which keeps the old value (read in Redis itself); once the link is back, no GET
+    may serve it. (A blackhole is no such test: it holds the invalidation back, as TCP would,
+    and delivers it once healed.)"""
+    steps.write_during_redis_outage(lab, api, measure, fault=lambda: lab.fault("down", REDIS),
+                                    back=lambda: lab.fault("heal", REDIS), what="the link to Redis down")
+
+
+# -- the replication link: db-replica's walreceiver connects to db-primary, the WAL flows back ----
+REPLICATION_LATENCY_MS = 300
+
+
+def _replication_lag(lab) -> tuple[float, int]:
+    """The replica's replay lag as the primary sees it: (seconds, bytes), from pg_stat_replication."""
+    row = pg.query_one(
+        lab.endpoint(PRIMARY), lab.creds,
+        "SELECT coalesce(extract(epoch FROM replay_lag), 0), pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) "
+        "FROM pg_stat_replication WHERE application_name = %s", (REPLICA,), role="superuser", dbname="postgres")
+    return (float(row[0]), int(row[1])) if row else (0.0, 0)
+
+
+def _put_latencies_ms(api, product_id: int, count: int) -> list[float]:
+    latencies = []
+    for price in range(count):
+        started = time.monotonic()
+        answer = api_client.update(api.base_url, product_id, "Keyboard", 1000 + price)
+        latencies.append((time.monotonic() - started) * 1000)
+        assert answer.status_code == 200, f"PUT {price}: {answer.status_code} {answer.text[:200]}"
+    return latencies
+
+
+def _stale_while_lagging(lab, api, product_id: int, new_price: int) -> tuple[float, float, int, list]:
+    """A PUT, then GETs until the new price: (stale window ms, the primary's largest replay lag
+    seen meanwhile in ms and in bytes, what Redis held that was not the new price)."""
+    key = f"product:{product_id}"
+    lags, held_stale = [], []
+    assert api_client.update(api.base_url, product_id, "Keyboard", new_price).status_code == 200
+    started = time.monotonic()
+
+    def new_value_served() -> bool:
+        lags.append(_replication_lag(lab))
+        served = api_client.read(api.base_url, product_id).body.get("price_cents")
+        cached = lab.redis().get(key)
+        if cached is not None and json.loads(cached)["price_cents"] != new_price:
+            held_stale.append(cached)
+        return served == new_price
+    wait_until(new_value_served, service="api", expected=f"GET to return {new_price} once the replica replays",
+               timeout=10, interval=0.02, log=api.log)
+    window_ms = (time.monotonic() - started) * 1000
+    return window_ms, max(lag[0] for lag in lags) * 1000, max(lag[1] for lag in lags), held_stale
+
+
+def test_a_slow_replication_link_delays_the_replica_and_the_stale_window_follows(lab, api, measure):
+    """The WAL reaches the replica 300 ms late: the primary sees the replica behind, and D4's
+    stale window (cache off, reads from the replica) follows the link's delay. With the cache
+    on, the API's write-position guard keeps the old value out of Redis all along."""
+    api.ensure(CACHE_ENABLED="false")
+    product = api_client.create(api.base_url, "Keyboard", 4999)
+    lab.wait_caught_up()
+    lab.fault_link("latency", REPLICA, PRIMARY, ms=REPLICATION_LATENCY_MS)
+    window_ms, lag_ms, lag_bytes, _ = _stale_while_lagging(lab, api, product["id"], 3999)
+    measure("replication_latency_ms", REPLICATION_LATENCY_MS, "ms")
+    measure("stale_window_ms", round(window_ms, 1), "ms")
+    measure("replay_lag_ms_max", round(lag_ms, 1), "ms")
+    measure("replay_lag_bytes_max", lag_bytes, "B")
+    assert REPLICATION_LATENCY_MS * 0.8 <= window_ms <= REPLICATION_LATENCY_MS + 1000, (
+        f"a {REPLICATION_LATENCY_MS} ms replication link gave a stale window of {window_ms:.0f} ms")
+    assert lag_bytes > 0, "the primary never saw the replica behind while the link was slow"
+
+    api.ensure()
+    api_client.read(api.base_url, product["id"])   # cached, then changed while the replica lags
+    _, _, _, held_stale = _stale_while_lagging(lab, api, product["id"], 2999)
+    assert not held_stale, f"Redis held an old value while the replica lagged (the stale-fill guard): {held_stale[:2]}"
+
+
+def test_synchronous_commit_pays_the_replication_link_round_trip(lab, api, measure):
+    """With synchronous_commit = remote_apply, a write is acknowledged once the replica applied
+    it: a 300 ms link adds about 300 ms to every write."""
+    product = api_client.create(api.base_url, "Keyboard", 4999)
+    lab.make_synchronous(REPLICA)
+    before = percentile(_put_latencies_ms(api, product["id"], 10), 50)
+    lab.fault_link("latency", REPLICA, PRIMARY, ms=REPLICATION_LATENCY_MS)
+    slowed = percentile(_put_latencies_ms(api, product["id"], 10), 50)
+    lab.fault_link("heal", REPLICA, PRIMARY)
+    measure("put_p50_ms_sync", round(before, 1), "ms")
+    measure("put_p50_ms_sync_slow_link", round(slowed, 1), "ms")
+    added = slowed - before
+    assert REPLICATION_LATENCY_MS * 0.8 <= added <= REPLICATION_LATENCY_MS + 300, (
+        f"a {REPLICATION_LATENCY_MS} ms replication link added {added:.0f} ms to synchronous writes "
+        f"(p50 {before:.1f} -> {slowed:.1f} ms)")
+
+
+CUT_S = 10
+
+
+def test_a_cut_replication_link_keeps_the_wal_in_the_slot_and_the_replica_catches_up(lab, api, measure):
+    """The link blackholed for 10 s under writes: the primary keeps the WAL the replica has not
+    confirmed (its slot's restart_lsn stays behind), and once healed the replica replays every
+    acknowledged write."""
+    primary = lab.endpoint(PRIMARY)
+    lab.fault_link("blackhole", REPLICA, PRIMARY)
+    workload = steps.failover_workload(api, max_seconds=CUT_S, max_ops=3000)
+    workload.start()
+    assert workload.join(timeout=CUT_S + 20), "the write load did not stop within its bounds"
+    retained = pg.query_one(primary, lab.creds,
+                            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) FROM pg_replication_slots "
+                            "WHERE slot_name = %s", (slot_name(REPLICA),), role="superuser", dbname="postgres")
+    behind = checkers.check_lost_writes(workload.history, steps.present_names(lab, REPLICA))
+    lab.fault_link("heal", REPLICA, PRIMARY)
+    healed = time.monotonic()
+    lab.wait_caught_up(timeout=60)
+    measure("wal_retained_bytes", int(retained), "B")
+    measure("writes_behind_at_heal", behind.lost)
+    measure("catch_up_s", round(time.monotonic() - healed, 2), "s")
+    assert behind.acked, "no write was acknowledged while the link was cut (the primary needs no replica)"
+    assert behind.lost, "the replica had every write while the link was cut: the cut did not hold"
+    assert int(retained) > 0, "the primary's slot kept no WAL for the cut-off replica"
+    after = checkers.check_lost_writes(workload.history, steps.present_names(lab, REPLICA))
+    assert after.lost == 0, f"{after.lost} acknowledged writes never reached the replica after the link healed"
+
+
+def test_synchronous_writes_with_the_replication_link_cut_are_answered_within_the_deadline(lab, api, measure):
+    """Synchronous replication and the link blackholed: a commit waits for a standby it cannot
+    reach. The API answers within its own deadline (no hang), and never says the write is
+    safe: PostgreSQL ends the wait at statement_timeout with the row committed on the primary
+    only, so the answer is "outcome unknown" (504), not a success and not a refusal. Once the
+    link heals, writes are acknowledged again and the row is on both nodes."""
+    product = api_client.create(api.base_url, "Keyboard", 4999)
+    lab.make_synchronous(REPLICA)
+    deadline_s = api.effective_settings().db_attempt_timeout_s
+    lab.fault_link("blackhole", REPLICA, PRIMARY)
+    started = time.monotonic()
+    stalled = api_client.update(api.base_url, product["id"], "Keyboard", 3999)
+    answered_s = time.monotonic() - started
+    lab.fault_link("heal", REPLICA, PRIMARY)
+    measure("stalled_write_answer_s", round(answered_s, 2), "s")
+    measure("stalled_write_status", stalled.status_code)
+    assert answered_s <= deadline_s + 1, f"the API took {answered_s:.1f} s to answer a stalled write"
+    assert stalled.status_code == 504 and stalled.json().get("outcome") == "unknown", (
+        f"a write whose synchronous standby never confirmed it was answered {stalled.status_code} "
+        f"{stalled.text[:200]}: expected 504 with outcome unknown")
+    wait_until(lambda: api_client.update(api.base_url, product["id"], "Keyboard", 2999).status_code == 200,
+               service="api", expected="writes acknowledged again once the link healed", timeout=15,
+               interval=0.2, log=api.log)
+    lab.wait_caught_up()
+    assert pg.query_one(lab.endpoint(REPLICA), lab.creds, "SELECT price_cents FROM products WHERE id = %s",
+                        (product["id"],)) == 2999

@@ -19,7 +19,7 @@ import redis as redis_client
 from . import haproxy_config, pg, redis_probe
 from .phases import phase
 from .errors import LabError
-from .network import HEAL, NETWORK_FAULTS, FaultLinks, parameters_for
+from .network import HEAL, NETWORK_FAULTS, FaultLinks, Link, parameters_for
 from .redis_ha import RedisHA
 from .topology import DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES, Credentials, Endpoint
 from .waits import wait_until
@@ -160,6 +160,12 @@ class Cluster(abc.ABC):
                                 pause=lambda: self._pause(service), resume=lambda: self._resume(service),
                                 start=lambda: self._start(service)):
             step()
+
+    @phase("fault")
+    def fault_link(self, action: str, source: str, target: str, **parameters: int) -> None:
+        """A network fault (NETWORK_FAULTS, ``heal``) on one link only: ``source``'s connections
+        to ``target`` (db-replica to db-primary is replication)."""
+        self.require_fault_links().apply_to(action, [Link(source, target)], parameters_for(action, parameters))
 
     def stop(self, service: str) -> None:
         self.fault("stop", service)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .errors import LabError
 from .faultproxy.client import ToxiproxyClient
-from .topology import API, REDIS, Endpoint
+from .topology import API, PRIMARY, REDIS, REPLICA, Endpoint
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,10 @@ class Link:
         return f"{self.source} → {self.target}"
 
 
-# The links a backend serves through its fault proxy. Next (issue 14): API → HAProxy, API →
-# replica, replica → primary (replication), and the bonus topologies' own links.
-LINKS = (Link(API, REDIS),)
+# The links a backend serves through its fault proxy: the API's to Redis, and replication (the
+# replica's walreceiver connects to the primary, so the WAL flows downstream). Next (issue 14):
+# API → HAProxy, API → replica, and the bonus topologies' own links.
+LINKS = (Link(API, REDIS), Link(REPLICA, PRIMARY))
 
 
 @dataclass(frozen=True)
@@ -101,16 +102,24 @@ class FaultLinks:
         return links
 
     def apply(self, action: str, service: str, parameters: dict[str, int]) -> None:
-        """The fault on every link of ``service``; if one fails half-way, what was applied is
-        removed again, so that a failed fault leaves nothing behind."""
+        """The fault on every link of ``service``."""
+        self.apply_to(action, self.links_of(service), parameters)
+
+    def apply_to(self, action: str, links: list[Link], parameters: dict[str, int]) -> None:
+        """The fault on each of ``links``; if one fails half-way, what was applied is removed
+        again, so that a failed fault leaves nothing behind."""
+        for link in links:
+            if link.name not in self.listen:
+                raise LabError("network", f"the link {link} to be served through the fault proxy", self.log,
+                               "this lab does not serve it")
         if action == HEAL:
-            for link in self.links_of(service):
+            for link in links:
                 self.heal(link)
             return
         fault = NETWORK_FAULTS[action]
         applied: list[Link] = []
         try:
-            for link in self.links_of(service):
+            for link in links:
                 applied.append(link)
                 if action == "down":
                     self.client.set_enabled(link.name, False)

@@ -22,7 +22,6 @@ from . import api_client, checkers, pg
 from .checkers import FailoverFigures, LostWritesResult, ReadsResult, WorkloadReadsResult, percentile
 from .history import History
 from .phases import phase
-from .topology import REDIS
 from .waits import wait_until
 from .workload import Workload
 
@@ -83,6 +82,15 @@ def present_names(lab, service: str) -> set[str]:
     """The product names ``service`` holds (a node, or HAProxy's write frontend)."""
     with pg.connect(lab.endpoint(service), lab.creds) as conn:
         return {row[0] for row in conn.execute("SELECT name FROM products").fetchall()}
+
+
+def stale_window_ms(api, product_id: int, new_price: int, timeout: float = 20) -> float:
+    """Read right after a PUT until the new value shows; how long reads were stale (D4)."""
+    started = time.monotonic()
+    wait_until(lambda: api_client.read(api.base_url, product_id).body.get("price_cents") == new_price,
+               service="api", expected=f"GET /products/{product_id} to return price {new_price}",
+               timeout=timeout, interval=0.02, log=api.log)
+    return (time.monotonic() - started) * 1000
 
 
 def read_latencies_ms(history: History, after: float) -> list[float]:

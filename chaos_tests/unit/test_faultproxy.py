@@ -125,14 +125,19 @@ def test_bandwidth_limits_the_rate(faultproxy, link):
     assert 0.4 <= seconds <= 3, f"50 KB at 100 KB/s took {seconds:.2f} s"
 
 
-def test_a_timeout_of_0_is_a_blackhole_that_heals(faultproxy, link):
+def test_a_timeout_of_0_is_a_blackhole_that_holds_the_data_until_healed(faultproxy, link):
+    """Toxiproxy's semantics: nothing goes through, nothing is closed, nothing is dropped: what
+    was sent during the blackhole arrives once the toxic is removed, as after a partition that
+    TCP rode out."""
     name, port = link
     with _connect(port, timeout=0.5) as sock:
         faultproxy.add_toxic(name, "timeout", {"timeout": 0}, stream="upstream")
-        sock.sendall(b"lost")
+        sock.sendall(b"held")
         with pytest.raises(socket.timeout):
             sock.recv(10)   # the connection stays open and nothing comes: a silent partition
         faultproxy.remove_toxic(name, "timeout_upstream")
+        sock.settimeout(5)
+        assert sock.recv(10) == b"held"
         assert _round_trip(sock, b"back")[0] == b"back"
 
 

@@ -116,6 +116,7 @@ class Connection:
         self._timers: dict[str, asyncio.Task] = {}
         self._sent = {UPSTREAM: 0, DOWNSTREAM: 0}
         self._closed = asyncio.Event()
+        self._toxics_changed = asyncio.Event()
 
     # -- toxics that act on time, not on data ------------------------------------------------------
     def _active(self, stream: str) -> list[Toxic]:
@@ -129,6 +130,7 @@ class Connection:
 
     def toxic_added(self, toxic: Toxic) -> None:
         self._touched.pop(toxic.name, None)
+        self._changed()
         if toxic.type in ("timeout", "reset_peer") and toxic in self._active(toxic.stream):
             if toxic.type == "reset_peer" or toxic.attributes["timeout"] > 0:
                 self._timers[toxic.name] = asyncio.ensure_future(self._after(toxic))
@@ -138,6 +140,18 @@ class Connection:
         if timer is not None:
             timer.cancel()
         self._touched.pop(name, None)
+        self._changed()
+
+    def _changed(self) -> None:
+        self._toxics_changed.set()
+        self._toxics_changed = asyncio.Event()
+
+    async def _while_held(self, stream: str) -> None:
+        """Until no `timeout` toxic holds this stream. As in Toxiproxy, a timeout toxic stops the
+        data, it does not drop it: what was sent waits (and then the sender, once the buffers are
+        full, as in a partition that TCP rides out) and goes through once the toxic is removed."""
+        while any(toxic.type == "timeout" for toxic in self._active(stream)):
+            await self._toxics_changed.wait()
 
     async def _after(self, toxic: Toxic) -> None:
         await asyncio.sleep(toxic.attributes["timeout"] / 1000)
@@ -162,17 +176,17 @@ class Connection:
         """Reads as they come, each chunk stamped with when it may leave (latency), written in
         order by a second task, so that a delay adds to every chunk without serialising them."""
         reader, writer = self.pumps[stream]
-        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        # Bounded, so that a held stream stops reading its source: back-pressure, not a buffer.
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=8)
         sender = asyncio.ensure_future(self._send(stream, queue, writer))
         try:
             while True:
+                await self._while_held(stream)
                 try:
                     data = await reader.read(CHUNK)
                 except OSError:
                     data = b""
                 active = self._active(stream)
-                if data and any(toxic.type == "timeout" for toxic in active):
-                    continue   # a blackhole swallows what comes, silently
                 delay = sum(toxic.delay_s() for toxic in active if toxic.type == "latency")
                 await queue.put((time.monotonic() + delay, data))
                 if not data:
@@ -187,6 +201,7 @@ class Connection:
             wait = leaves_at - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
+            await self._while_held(stream)
             active = self._active(stream)
             if not data:   # the source closed: slow_close holds the close back
                 delay = max((t.attributes["delay"] for t in active if t.type == "slow_close"), default=0)

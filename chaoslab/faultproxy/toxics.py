@@ -39,7 +39,8 @@ TYPES = {toxic.name: toxic for toxic in (
               "delays each chunk of data by latency ms, plus or minus up to jitter ms"),
     ToxicType("bandwidth", {"rate": 0}, "lets through at most rate KB/s", positive=("rate",)),
     ToxicType("timeout", {"timeout": 0},
-              "forwards nothing; closes the connection after timeout ms, or never if 0 (a blackhole)"),
+              "holds the data back; closes the connection after timeout ms, or, if 0, lets what waited "
+              "through once removed (a blackhole)"),
     ToxicType("reset_peer", {"timeout": 0}, "resets the connection (TCP RST) after timeout ms"),
     ToxicType("slow_close", {"delay": 0}, "delays the close of the connection by delay ms"),
     ToxicType("limit_data", {"bytes": 0}, "closes the connection once bytes bytes went through",

@@ -49,12 +49,12 @@ class LocalCluster(Cluster):
             self._build(endpoints, Endpoint(LOCALHOST, port(BRIEF_HAPROXY_READ_PORT)),
                         Endpoint(LOCALHOST, port(None)))
             self.faultproxy.start()
-            self.nodes[PRIMARY].init_primary()
-            self.nodes[REPLICA].clone_from(self.nodes[PRIMARY])
-            self.nodes[REPLICA].start()
-            self.redis_node.start()
             for link in LINKS if self.links else ():   # its client reaches its service through the proxy
                 self.fault_links.create(link, Endpoint(LOCALHOST, port(None)), endpoints[link.target])
+            self.nodes[PRIMARY].init_primary()
+            self.nodes[REPLICA].clone_from(self.nodes[PRIMARY], via=self._via(REPLICA, PRIMARY))
+            self.nodes[REPLICA].start()
+            self.redis_node.start()
             self._apply_haproxy(self.haproxy_source, "restart")
             self.wait_streaming(REPLICA)
             self.wait_haproxy_settled()
@@ -197,8 +197,13 @@ class LocalCluster(Cluster):
         node = self.nodes[standby]
         node.process.stop()
         node.wipe()
-        node.clone_from(self.nodes[primary])
+        node.clone_from(self.nodes[primary], via=self._via(standby, primary))
         node.start()
+
+    def _via(self, standby: str, primary: str) -> Endpoint | None:
+        """Where ``standby`` reaches ``primary`` for replication: its link's fault proxy when the
+        lab serves that link (the brief's orientation, db-replica to db-primary), else directly."""
+        return self.fault_links.endpoint_for(standby, primary)
 
     def redis_ha(self) -> LocalRedisHA:
         return LocalRedisHA(self.run_dir, ServerUser.detect())
@@ -207,5 +212,5 @@ class LocalCluster(Cluster):
         node = self.nodes[old_primary]
         if node.process.running():
             node.process.stop()
-        node.rewind_from(self.nodes[new_primary])
+        node.rewind_from(self.nodes[new_primary], via=self._via(old_primary, new_primary))
         node.start()

@@ -8,6 +8,8 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg.conninfo import make_conninfo
+
 from .. import pg
 from ..errors import LabError
 from ..rundir import RunDir
@@ -107,8 +109,9 @@ class PostgresNode:
         pg.ensure_products_table(self.endpoint, self.creds)
         pg.enable_statement_counts(self.endpoint, self.creds)
 
-    def clone_from(self, primary: "PostgresNode") -> None:
-        """The brief's replica, made the real way: pg_basebackup -R -X stream with a slot."""
+    def clone_from(self, primary: "PostgresNode", via: Endpoint | None = None) -> None:
+        """The brief's replica, made the real way: pg_basebackup -R -X stream with a slot; it then
+        streams from ``primary`` through ``via`` (its replication link's fault proxy) if given."""
         with pg.connect(primary.endpoint, self.creds, role="superuser", dbname="postgres") as conn:
             conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                          "WHERE slot_name = %s AND NOT active", (slot_name(self.name),))
@@ -117,7 +120,10 @@ class PostgresNode:
                    "-C", "-S", slot_name(self.name), "-c", "fast",
                    expected=f"pg_basebackup to clone {primary.name}",
                    env={"PGPASSWORD": self.creds.replication_password})
-        self.write_config()
+        if via is None:
+            self.write_config()
+        else:
+            self.follow(primary, via)
 
     def write_config(self) -> None:
         (self.data / "postgresql.conf").write_text(POSTGRESQL_CONF.format(
@@ -145,7 +151,7 @@ class PostgresNode:
         self._tool("pg_ctl", "promote", "-D", str(self.data), "-w", "-t", "30",
                    expected="pg_ctl promote to end recovery")
 
-    def rewind_from(self, source: "PostgresNode") -> None:
+    def rewind_from(self, source: "PostgresNode", via: Endpoint | None = None) -> None:
         """Make this stopped ex-primary a standby of ``source`` again (part F, rejoin)."""
         with pg.connect(source.endpoint, self.creds, role="superuser", dbname="postgres") as conn:
             # A freshly promoted source has not written its new timeline to its control
@@ -157,14 +163,18 @@ class PostgresNode:
         source_dsn = pg.conninfo(source.endpoint, self.creds, role="superuser", dbname="postgres")
         self._tool("pg_rewind", "--target-pgdata", str(self.data), f"--source-server={source_dsn}",
                    "-R", expected=f"pg_rewind to resynchronise with {source.name}")
-        self.follow(source)
+        self.follow(source, via)
 
-    def follow(self, source: "PostgresNode") -> None:
-        """Point this node's standby settings at ``source`` (written where -R writes them)."""
+    def follow(self, source: "PostgresNode", via: Endpoint | None = None) -> None:
+        """Point this node's standby settings at ``source``, reached through ``via`` if given
+        (written where -R writes them)."""
         auto = self.data / "postgresql.auto.conf"
         kept = [line for line in auto.read_text().splitlines()
                 if not line.startswith(("primary_conninfo", "primary_slot_name"))] if auto.exists() else []
-        conninfo = pg.conninfo(source.endpoint, self.creds, role="replication", dbname="replication")
+        # Named after the node, as -R leaves it (cluster_name): pg_stat_replication on the primary
+        # and synchronous_standby_names know a standby by it.
+        conninfo = make_conninfo(pg.conninfo(via or source.endpoint, self.creds, role="replication",
+                                             dbname="replication"), application_name=self.name)
         kept += [f"primary_conninfo = '{conninfo.replace(chr(39), chr(39) * 2)}'",
                  f"primary_slot_name = '{slot_name(self.name)}'"]
         auto.write_text("\n".join(kept) + "\n")
