@@ -15,6 +15,7 @@ import pytest
 
 from chaoslab import api_client, checkers, pg, steps
 from chaoslab.checkers import percentile
+from chaoslab.errors import LabError
 from chaoslab.topology import PRIMARY, REDIS, REPLICA, slot_name
 from chaoslab.waits import wait_until
 
@@ -104,8 +105,12 @@ def _stale_while_lagging(lab, api, product_id: int, new_price: int) -> tuple[flo
         if cached is not None and json.loads(cached)["price_cents"] != new_price:
             held_stale.append(cached)
         return served == new_price
-    wait_until(new_value_served, service="api", expected=f"GET to return {new_price} once the replica replays",
-               timeout=10, interval=0.02, log=api.log)
+    try:
+        wait_until(new_value_served, service="api", expected=f"GET to return {new_price} once the replica replays",
+                   timeout=10, interval=0.02, log=api.log)
+    except LabError:
+        assert not held_stale, f"Redis kept serving an old value after the PUT (the stale-fill guard): {held_stale[-1]}"
+        raise
     window_ms = (time.monotonic() - started) * 1000
     return window_ms, max(lag[0] for lag in lags) * 1000, max(lag[1] for lag in lags), held_stale
 

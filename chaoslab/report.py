@@ -498,11 +498,14 @@ NOT_APPLICABLE = "sans objet"
 
 
 def section_network(ctx: _Context) -> str:
-    """Network faults on the API's link to Redis (the fault proxy), as measured."""
+    """Network faults on the API's link to Redis and on the replication link, as measured."""
     reads = find_tests(ctx.results, "network", "p99_ms_breaker_open")
     writes = find_tests(ctx.results, "network", "put_during_outage_ms")
-    lines = ["## 5 bis. Pannes réseau (lien API → Redis)", ""]
-    if not reads and not writes:
+    replication = [t for t in find_tests(ctx.results, "network") if any(
+        value(t, name) is not None for name in ("replay_lag_ms_max", "put_p50_ms_sync", "wal_retained_bytes",
+                                                "stalled_write_answer_s"))]
+    lines = ["## 5 bis. Pannes réseau (liens API → Redis et réplication)", ""]
+    if not reads and not writes and not replication:
         lines.append(f"Pannes réseau : {MISSING}.")
         return "\n".join(lines)
     lines += ["Le lien de l'API vers Redis passe par le proxy de pannes du laboratoire (API de Toxiproxy) ; "
@@ -522,6 +525,20 @@ def section_network(ctx: _Context) -> str:
         lines += ["", "Écriture pendant la partition (Redis garde l'ancienne valeur, lue dans Redis ; aucun `GET` ne "
                   "doit la resservir après la fin de la panne) :", "",
                   md_table(("Scénario", "`PUT` pendant la panne", "Verdict"), rows)]
+    if replication:
+        names = ("replication_latency_ms", "stale_window_ms", "replay_lag_ms_max", "replay_lag_bytes_max",
+                 "put_p50_ms_sync", "put_p50_ms_sync_slow_link", "wal_retained_bytes", "writes_behind_at_heal",
+                 "catch_up_s", "stalled_write_answer_s")
+        rows = []
+        for test in replication:
+            figures = [f"{heading(n)} : {cell(value(test, n), MEASURES[n].unit)}" for n in names
+                       if value(test, n) is not None]
+            status = value(test, "stalled_write_status")
+            if status is not None:
+                figures.append(f"réponse HTTP {status}")
+            rows.append((f"`{label(test)}`", " ; ".join(figures), outcome_fr(test)))
+        lines += ["", "Lien de réplication (la replica reçoit le WAL par le proxy de pannes) :", "",
+                  md_table(("Scénario", "Mesures", "Verdict"), rows), "", legend(names)]
     return "\n".join(lines)
 
 
