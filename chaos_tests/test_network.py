@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 from chaoslab import api_client, checkers, pg, steps
 from chaoslab.checkers import percentile
 from chaoslab.errors import LabError
-from chaoslab.topology import PRIMARY, REDIS, REPLICA, slot_name
+from chaoslab.topology import API, HAPROXY, PRIMARY, REDIS, REPLICA, slot_name
 from chaoslab.waits import wait_until
 
 pytestmark = pytest.mark.network
@@ -210,3 +212,30 @@ def test_synchronous_writes_with_the_replication_link_cut_are_answered_within_th
     lab.wait_caught_up()
     assert pg.query_one(lab.endpoint(REPLICA), lab.creds, "SELECT price_cents FROM products WHERE id = %s",
                         (product["id"],)) == 2999
+
+
+# -- the API's link to HAProxy (its writes) ------------------------------------------------------
+def test_a_write_whose_answer_is_reset_is_reported_unknown_and_not_duplicated(lab, api, measure):
+    """The connection from the API to HAProxy is reset after the primary committed a POST but
+    before the answer came back (answers held 1 s on the link, then every connection reset):
+    the API cannot know whether it committed, so it says so (502 or 504, outcome unknown), and
+    does not send it again on another connection: the row is there, once (read on the primary)."""
+    name = f"reset-after-commit-{time.monotonic_ns()}"
+    primary = lab.endpoint(PRIMARY)
+
+    def rows() -> int:
+        return pg.query_one(primary, lab.creds, "SELECT count(*) FROM products WHERE name = %s", (name,))
+    lab.fault_link("latency", API, HAPROXY, ms=1000)
+    with ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(requests.post, f"{api.base_url}/products", json={"name": name, "price_cents": 100},
+                           timeout=api_client.TIMEOUT_S)
+        wait_until(lambda: rows() == 1, service=PRIMARY, expected=f"the POST of {name} committed", timeout=5,
+                   interval=0.02)
+        lab.fault_link("reset", API, HAPROXY)
+        answer = sent.result()
+    lab.fault_link("heal", API, HAPROXY)
+    measure("reset_write_status", answer.status_code)
+    assert answer.status_code in (502, 504) and answer.json().get("outcome") == "unknown", (
+        f"a POST committed on the primary whose answer was lost got {answer.status_code} {answer.text[:200]}: "
+        "expected 502 or 504 with outcome unknown")
+    assert rows() == 1, f"the POST whose answer was lost is on the primary {rows()} times"

@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from . import pg
 from .cluster import Cluster
 from .errors import LabError
 from .phases import phase
@@ -92,10 +93,12 @@ class ApiServer:
         return f"http://127.0.0.1:{self.port}"
 
     def environment(self, **settings: str) -> dict[str, str]:
-        redis = self.cluster.endpoint_for(API, REDIS)   # through its link's fault proxy, if any
+        def reach(service: str):   # through the link's fault proxy, where the lab serves that link
+            return self.cluster.endpoint_for(API, service)
+        redis = reach(REDIS)
         env = {
-            "DB_WRITE_DSN": self.cluster.dsn(HAPROXY),
-            "DB_READ_DSN": self.cluster.dsn(REPLICA),
+            "DB_WRITE_DSN": pg.conninfo(reach(HAPROXY), self.cluster.creds),
+            "DB_READ_DSN": pg.conninfo(reach(REPLICA), self.cluster.creds),
             "REDIS_URL": f"redis://{redis.host}:{redis.port}/0",
         }
         env.update({key: str(value) for key, value in settings.items()})

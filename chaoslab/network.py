@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .errors import LabError
 from .faultproxy.client import ToxiproxyClient
-from .topology import API, PRIMARY, REDIS, REPLICA, Endpoint
+from .topology import API, HAPROXY, PRIMARY, REDIS, REPLICA, Endpoint
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,11 @@ class Link:
         return f"{self.source} → {self.target}"
 
 
-# The links a backend serves through its fault proxy: the API's to Redis, and replication (the
-# replica's walreceiver connects to the primary, so the WAL flows downstream). Next (issue 14):
-# API → HAProxy, API → replica, and the bonus topologies' own links.
-LINKS = (Link(API, REDIS), Link(REPLICA, PRIMARY))
+# The links a backend serves through its fault proxy: the API's to Redis, to HAProxy (its
+# writes) and to the replica (its reads), and replication (the replica's walreceiver connects
+# to the primary, so the WAL flows downstream). Next (issue 14): HAProxy → each node, and the
+# bonus topologies' own links.
+LINKS = (Link(API, REDIS), Link(API, HAPROXY), Link(API, REPLICA), Link(REPLICA, PRIMARY))
 
 
 @dataclass(frozen=True)
