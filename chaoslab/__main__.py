@@ -26,7 +26,7 @@ from .errors import LabError
 from . import hands_on
 from .hands_on import HandsOnLab
 from .lab_events import recorded
-from .network import HEAL, NETWORK_FAULTS
+from .network import HEAL, NETWORK_FAULTS, PARTITION
 from .topology import HAPROXY, REPLICA
 
 
@@ -89,10 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     fault = commands.add_parser(
         "fault", help="inject a fault into a service, or into the network links to it",
         description="Process faults: " + ", ".join(FAULTS) + ". Network faults on the links to a service "
-                    "(the brief's topology: the API's link to Redis): " + ", ".join(NETWORK_FAULTS)
-                    + f"; `{HEAL}` removes them (from every link when no service is named).")
-    fault.add_argument("action", choices=[*FAULTS, *NETWORK_FAULTS, HEAL])
+                    "(the brief's topology: the API's to Redis, HAProxy and db-replica, and replication): "
+                    + ", ".join(NETWORK_FAULTS) + f"; `{PARTITION} A B` blackholes every link between two "
+                    f"services; `{HEAL}` removes them (from every link when no service is named).")
+    fault.add_argument("action", choices=[*FAULTS, *NETWORK_FAULTS, PARTITION, HEAL])
     fault.add_argument("service", nargs="?", help=f"a service of the running lab (`status` lists them), or {API}")
+    fault.add_argument("other", nargs="?", help=f"{PARTITION}: the service on the other side")
     fault.add_argument("--ms", type=int, help="latency: the delay added to each answer, in ms")
     fault.add_argument("--jitter-ms", type=int, help="latency: plus or minus up to this, in ms")
     fault.add_argument("--kbps", type=int, help="bandwidth: the rate, in KB/s")
@@ -213,7 +215,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "fault" and args.action == HEAL and args.service is None:
             with recorded(lab.run_dir, "fault", HEAL):
                 lab.network_faults_here().heal_all()
+        elif args.command == "fault" and args.action == PARTITION:
+            if args.service is None or args.other is None:
+                parser.error(f"fault {PARTITION}: which two services? e.g. `fault {PARTITION} db-primary db-replica`")
+            with recorded(lab.run_dir, "fault", f"{PARTITION} {args.service} {args.other}"):
+                lab.partition(args.service, args.other)
         elif args.command == "fault":
+            if args.other is not None:
+                parser.error(f"fault {args.action} takes one service, not {args.service} and {args.other}")
             if args.service is None:
                 parser.error(f"fault {args.action}: which service? (`python -m chaoslab status` lists them)")
             parameters = {"ms": args.ms, "jitter_ms": args.jitter_ms, "kbps": args.kbps}

@@ -28,7 +28,7 @@ from .local.sentinel import LocalRedisHA
 from .network import HEAL, NETWORK_FAULTS, parameters_for
 from .patroni.config import ETCD, NODES, SCOPE
 from .redis_ha import MASTER_NAME
-from .topology import HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES, Credentials, Endpoint
+from .topology import API, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES, Credentials, Endpoint
 from .waits import wait_until
 
 TOPOLOGY_FILE = "topology"   # in the run directory: which class attaches to it
@@ -121,6 +121,13 @@ class HandsOnLab(abc.ABC):
         if action not in FAULTS:
             raise ValueError(f"unknown fault {action!r}; known: {', '.join(FAULTS)}")
         self._fault(action, service)
+
+    def partition(self, one: str, other: str) -> None:
+        """Every link between two services cut both ways (chaoslab.network.FaultLinks.partition)."""
+        for service in (one, other):
+            if service != API:
+                self.check_service(service)
+        self.network_faults_here().partition(one, other)
 
     # Whether the topology's API reaches its services through the fault proxy's links.
     has_links = False

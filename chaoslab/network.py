@@ -77,6 +77,7 @@ NETWORK_FAULTS = {
     "down": NetworkFault("lien coupé : connexions fermées, et refusées tant qu'il l'est", lambda p: []),
 }
 HEAL = "heal"
+PARTITION = "partition"   # between two services: `fault partition db-primary db-replica`
 
 
 class FaultLinks:
@@ -101,6 +102,19 @@ class FaultLinks:
             raise LabError("network", f"a link to or from {service} to fault (the links served here: {served})",
                            self.log)
         return links
+
+    def links_between(self, one: str, other: str) -> list[Link]:
+        links = [link for link in LINKS if link.name in self.listen and {link.source, link.target} == {one, other}]
+        if not links:
+            served = ", ".join(str(link) for link in LINKS if link.name in self.listen) or "none"
+            raise LabError("network", f"a link between {one} and {other} to cut (the links served here: {served})",
+                           self.log)
+        return links
+
+    def partition(self, one: str, other: str) -> None:
+        """Every link between the two services blackholed, both ways: a partition as far as the
+        lab's links go (the connections stay open and hold what is sent, as TCP does)."""
+        self.apply_to("blackhole", self.links_between(one, other), {})
 
     def apply(self, action: str, service: str, parameters: dict[str, int]) -> None:
         """The fault on every link of ``service``."""

@@ -27,6 +27,8 @@ INNER_TEST = textwrap.dedent("""
 
     def test_hold_the_lab(cluster):
         ports = [e.port for e in (cluster.endpoint(s) for s in ("db-primary", "db-replica", "redis", "haproxy"))]
+        # The fault proxy: its Toxiproxy API and each link it serves.
+        ports += [cluster.faultproxy.api.port] + [e.port for e in cluster.fault_links.listen.values()]
         Path(os.environ["LAB_INFO"]).write_text(json.dumps({"run": str(cluster.run_dir.path), "ports": ports}))
         threading.Event().wait(120)
 """)

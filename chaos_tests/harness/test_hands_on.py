@@ -336,3 +336,26 @@ def test_a_network_fault_on_redis_shows_in_status_and_heals(hands_on_lab):
     assert "network faults" not in chaoslab("status").stdout
     wait_until(lambda: json.loads(pasted(health))["status"] == "ok", service="api",
                expected="/health ok once the link healed", timeout=15, interval=0.2)
+
+
+def test_a_partition_between_two_services_by_hand(hands_on_lab):
+    """`fault partition db-primary db-replica`: the replication link is held both ways, the
+    primary's own view shows the replica falling behind; `fault heal` ends it and the replica
+    replays what it missed. Bad pairs get one line naming what the lab has."""
+    post = printed(hands_on_lab, "curl ")[0]
+    cut = chaoslab("fault", "partition", "db-primary", "db-replica")
+    assert cut.returncode == 0, cut.stderr
+    assert "db_replica_to_db_primary: timeout upstream timeout=0; timeout downstream timeout=0" in cut.stdout
+    created = json.loads(pasted(post))   # written on the primary, held on its way to the replica
+    replica = [line for line in printed(hands_on_lab, "db-replica ") if "psql" in line][0].split(None, 1)[1]
+    query = f"SELECT count(*) FROM products WHERE id = {created['id']}"
+    assert subprocess.run(["bash", "-c", f"{replica} -Atc '{query}'"], capture_output=True, text=True,
+                          timeout=30).stdout.strip() == "0", "the replica saw a write made during the partition"
+    assert chaoslab("fault", "heal").returncode == 0
+    wait_until(lambda: subprocess.run(["bash", "-c", f"{replica} -Atc '{query}'"], capture_output=True, text=True,
+                                      timeout=30).stdout.strip() == "1", service="db-replica",
+               expected="the write made during the partition replayed once healed", timeout=15, interval=0.2)
+    bad = chaoslab("fault", "partition", "redis", "db-primary")
+    assert bad.returncode == 1 and "a link between redis and db-primary to cut" in bad.stderr, bad.stderr
+    one = chaoslab("fault", "partition", "redis")
+    assert one.returncode == 2 and "which two services?" in one.stderr, one.stderr
