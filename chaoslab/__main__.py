@@ -52,10 +52,16 @@ def print_status(lab: HandsOnLab, api: ApiServer | None) -> None:
         print(f"  {service:<11} {info['endpoint']:<16} {state:<8} log: {info['log']}")
     if api is not None:
         print(f"  {API:<11} {api.base_url.removeprefix('http://'):<16} {api.state():<8} log: {api.log}")
-    network = lab.network_faults()
-    if network:
+    faults: dict[str, list[str]] = {}
+    if lab.has_links:   # the fault proxy serving the links: Toxiproxy's clients can drive it too
+        links = lab.network_faults_here()
+        answers = links.client.answers()
+        print(f"  {'faultproxy':<11} {links.client.url.removeprefix('http://'):<16} "
+              f"{'running' if answers else 'stopped':<8} log: {links.log}   (Toxiproxy API)")
+        faults = links.active() if answers else {}
+    if faults:
         print("network faults (`python -m chaoslab fault heal` removes them):")
-        for link, toxics in network.items():
+        for link, toxics in faults.items():
             print(f"  {link}: {'; '.join(toxics)}")
     print("connect:")
     for line in lab.connection_lines():

@@ -139,10 +139,6 @@ class HandsOnLab(abc.ABC):
                                  "stack) has the API's link to Redis")
         return self.cluster.require_fault_links()
 
-    def network_faults(self) -> dict[str, list[str]]:
-        """The network faults in place, by link (none where the lab has no links)."""
-        return self.network_faults_here().active() if self.has_links else {}
-
     @abc.abstractmethod
     def _fault(self, action: str, service: str) -> None: ...
 

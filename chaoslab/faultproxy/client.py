@@ -30,6 +30,12 @@ class ToxiproxyClient:
                            f"HTTP {response.status_code}: {message}")
         return response.json() if response.content else None
 
+    def answers(self) -> bool:
+        try:
+            return requests.get(self.url + "/version", timeout=TIMEOUT_S).ok
+        except requests.RequestException:
+            return False
+
     def proxies(self) -> dict[str, dict]:
         return self._call("GET", "/proxies")
 

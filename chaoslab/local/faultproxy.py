@@ -8,8 +8,6 @@ import signal
 import sys
 from pathlib import Path
 
-import requests
-
 from ..faultproxy.client import ToxiproxyClient
 from ..network import FaultLinks
 from ..rundir import RunDir
@@ -35,7 +33,7 @@ class FaultProxyNode:
 
     def start(self, timeout: float = 20) -> None:
         self.process.start()
-        self.process.wait_answering(lambda: requests.get(f"{self.client.url}/version", timeout=1).ok or None,
+        self.process.wait_answering(lambda: self.client.answers() or None,
                                     expected=f"its Toxiproxy API to answer on {self.client.url}", timeout=timeout)
 
     def fault_links(self, listen: dict[str, Endpoint]) -> FaultLinks:
