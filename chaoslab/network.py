@@ -68,13 +68,13 @@ NETWORK_FAULTS = {
         "débit limité (KB/s) dans les deux sens",
         lambda p: _both_ways("bandwidth", {"rate": p["kbps"]}), ("kbps",)),
     "blackhole": NetworkFault(
-        "trou noir : les connexions s'ouvrent, rien ne passe dans aucun sens (partition silencieuse)",
+        "les connexions s'ouvrent, rien ne passe dans aucun sens ni n'est perdu (partition silencieuse)",
         lambda p: _both_ways("timeout", {"timeout": 0})),
     "reset": NetworkFault(
         "chaque connexion est réinitialisée (TCP RST), les nouvelles aussi",
         lambda p: [{"name": "chaoslab_reset", "type": "reset_peer", "stream": "downstream",
                     "attributes": {"timeout": 0}}]),
-    "down": NetworkFault("lien coupé : connexions fermées, et refusées tant qu'il l'est", lambda p: []),
+    "down": NetworkFault("connexions fermées, et refusées tant que le lien est coupé", lambda p: []),
 }
 HEAL = "heal"
 PARTITION = "partition"   # between two services: `fault partition db-primary db-replica`
@@ -96,19 +96,19 @@ class FaultLinks:
         self.listen[link.name] = listen
 
     def links_of(self, service: str) -> list[Link]:
-        links = [link for link in LINKS if link.name in self.listen and service in (link.source, link.target)]
-        if not links:
-            served = ", ".join(str(link) for link in LINKS if link.name in self.listen) or "none"
-            raise LabError("network", f"a link to or from {service} to fault (the links served here: {served})",
-                           self.log)
-        return links
+        return self._served(lambda link: service in (link.source, link.target),
+                            f"a link to or from {service} to fault")
 
     def links_between(self, one: str, other: str) -> list[Link]:
-        links = [link for link in LINKS if link.name in self.listen and {link.source, link.target} == {one, other}]
+        return self._served(lambda link: {link.source, link.target} == {one, other},
+                            f"a link between {one} and {other} to cut")
+
+    def _served(self, wanted, expected: str) -> list[Link]:
+        served = [link for link in LINKS if link.name in self.listen]
+        links = [link for link in served if wanted(link)]
         if not links:
-            served = ", ".join(str(link) for link in LINKS if link.name in self.listen) or "none"
-            raise LabError("network", f"a link between {one} and {other} to cut (the links served here: {served})",
-                           self.log)
+            raise LabError("network", f"{expected} (the links served here: "
+                                      f"{', '.join(str(link) for link in served) or 'none'})", self.log)
         return links
 
     def partition(self, one: str, other: str) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from chaoslab import plots
 from chaoslab.checkers import MEASURES
 from chaoslab.cluster import FAULTS
+from chaoslab.network import NETWORK_FAULTS
 from chaoslab.grader.rubric import format_points
 from chaoslab.results import attachment, find_tests, first_value, load_results, value
 
@@ -513,9 +514,9 @@ def section_network(ctx: _Context) -> str:
         lines.append(f"Pannes réseau : {MISSING}.")
         return "\n".join(lines)
     lines += ["Le lien de l'API vers Redis passe par le proxy de pannes du laboratoire (API de Toxiproxy) ; "
-              "Redis lui-même reste joignable par le banc de test, qui lit ses compteurs. `slow` : chaque réponse "
-              "de Redis arrive trois fois plus tard que le délai Redis de l'API ; `blackhole` : rien ne passe, "
-              "rien n'est refusé (partition silencieuse).", ""]
+              "Redis lui-même reste joignable par le banc de test, qui lit ses compteurs. `slow` : "
+              f"{NETWORK_FAULTS['latency'].description}, trois fois le délai Redis de l'API ; `blackhole` : "
+              f"{NETWORK_FAULTS['blackhole'].description} ; `down` : {NETWORK_FAULTS['down'].description}.", ""]
     if reads:
         names = ("p50_ms_breaker_open", "p99_ms_breaker_open", "p50_ms_no_cache", "redis_gets_while_open",
                  "reads_while_open", "cache_back_after_s")
