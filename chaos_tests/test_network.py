@@ -1,9 +1,10 @@
-"""Network faults (issue 14) on the API's link to Redis and on the replication link.
+"""Network faults (issue 14) on the API's links to Redis and to HAProxy, and on the
+replication link.
 
 The links go through the lab's fault proxy (chaoslab.network); the harness reaches every
 service directly, so what Redis holds and what the primary reports are read from them.
-A slow link delivers, late; a blackholed one accepts connections and never delivers:
-neither refuses anything, so the clients only learn from their own timeouts.
+A slow link delivers, late; a blackholed one accepts connections and delivers nothing until
+it heals: neither refuses anything, so the clients only learn from their own timeouts.
 """
 
 from __future__ import annotations
