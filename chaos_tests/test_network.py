@@ -76,11 +76,9 @@ REPLICATION_LATENCY_MS = 300
 
 def _replication_lag(lab) -> tuple[float, int]:
     """The replica's replay lag as the primary sees it: (seconds, bytes), from pg_stat_replication."""
-    row = pg.query_one(
-        lab.endpoint(PRIMARY), lab.creds,
-        "SELECT coalesce(extract(epoch FROM replay_lag), 0), pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) "
-        "FROM pg_stat_replication WHERE application_name = %s", (REPLICA,), role="superuser", dbname="postgres")
-    return (float(row[0]), int(row[1])) if row else (0.0, 0)
+    with pg.connect(lab.endpoint(PRIMARY), lab.creds, role="superuser", dbname="postgres") as conn:
+        lags = {name: (float(seconds or 0), int(behind or 0)) for name, _, behind, seconds in pg.standby_lags(conn)}
+    return lags.get(REPLICA, (0.0, 0))
 
 
 def _put_latencies_ms(api, product_id: int, count: int) -> list[float]:

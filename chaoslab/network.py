@@ -47,7 +47,7 @@ class NetworkFault:
 
     description: str
     toxics: Callable[[dict[str, int]], list[dict]]
-    parameters: tuple[str, ...] = ()
+    parameters: tuple[str, ...] = ()   # the first one, if any, is required
 
 
 def _both_ways(kind: str, attributes: dict[str, int]) -> list[dict]:
@@ -174,7 +174,7 @@ def parameters_for(action: str, given: dict[str, int | None]) -> dict[str, int]:
         return {}
     fault = NETWORK_FAULTS[action]
     values = {key: value for key, value in given.items() if value is not None and key in fault.parameters}
-    needed = {"latency": "ms", "bandwidth": "kbps"}.get(action)
+    needed = fault.parameters[0] if fault.parameters else None
     if needed and needed not in values:
         raise ValueError(f"fault {action} needs --{needed.replace('_', '-')} (e.g. --{needed} 200)")
     for key, value in values.items():

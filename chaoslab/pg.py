@@ -155,3 +155,10 @@ def received(endpoint: Endpoint, creds: Credentials, lsn: str) -> bool:
 
 def server_version(endpoint: Endpoint, creds: Credentials) -> str:
     return query_one(endpoint, creds, "SHOW server_version")
+
+
+def standby_lags(conn: psycopg.Connection) -> list[tuple[str, str, int | None, float | None]]:
+    """Each standby a primary streams to, from its pg_stat_replication: (application_name, state,
+    bytes not yet replayed, replay_lag in seconds)."""
+    return conn.execute("SELECT application_name, state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), "
+                        "extract(epoch FROM replay_lag) FROM pg_stat_replication").fetchall()

@@ -60,9 +60,7 @@ def _node(cluster, service: str, state: str) -> dict[str, Any]:
                                  "pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())").fetchone()
             info["replay_delay_s"], info["unreplayed_bytes"] = delay
         else:
-            info["standbys"] = conn.execute(
-                "SELECT application_name, state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), "
-                "extract(epoch FROM replay_lag) FROM pg_stat_replication").fetchall()
+            info["standbys"] = pg.standby_lags(conn)
     return info
 
 

@@ -58,19 +58,12 @@ def faultproxy(tmp_path_factory):
                                    cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     client = ToxiproxyClient(f"http://127.0.0.1:{port}", str(log))
     try:
-        wait_until(lambda: _answers(client), service="faultproxy", expected="its HTTP API to answer", timeout=15,
+        wait_until(client.answers, service="faultproxy", expected="its HTTP API to answer", timeout=15,
                    interval=0.1, log=log)
         yield client
     finally:
         process.terminate()
         process.wait(timeout=10)
-
-
-def _answers(client: ToxiproxyClient) -> bool:
-    try:
-        return requests.get(client.url + "/version", timeout=1).ok
-    except requests.RequestException:
-        return False
 
 
 @pytest.fixture
