@@ -13,6 +13,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 import requests
 
@@ -238,3 +239,75 @@ def test_a_write_whose_answer_is_reset_is_reported_unknown_and_not_duplicated(la
         f"a POST committed on the primary whose answer was lost got {answer.status_code} {answer.text[:200]}: "
         "expected 502 or 504 with outcome unknown")
     assert rows() == 1, f"the POST whose answer was lost is on the primary {rows()} times"
+
+
+# -- HAProxy's link to the primary: cut off from HAProxy, but alive --------------------------------
+SPLIT_WRITES = 20
+
+
+def _names_on(lab, node: str, prefix: str) -> dict[int, str] | None:
+    """The products rows whose name starts with ``prefix``, as ``node``'s own table has them
+    (None if the node does not answer)."""
+    try:
+        with pg.connect(lab.endpoint(node), lab.creds) as conn:
+            return dict(conn.execute("SELECT id, name FROM products WHERE name LIKE %s", (prefix + "%",)).fetchall())
+    except psycopg.OperationalError:
+        return None
+
+
+def _write_directly(lab, node: str, names: list[str]) -> int:
+    """A client that still reaches ``node`` directly (another application server with a DSN that
+    names it, not HAProxy): one INSERT per name on a connection of its own; returns how many
+    were acknowledged."""
+    acked = 0
+    for name in names:
+        try:
+            with pg.connect(lab.endpoint(node), lab.creds) as conn:
+                conn.execute("INSERT INTO products(name, price_cents) VALUES (%s, 100)", (name,))
+            acked += 1
+        except psycopg.Error:
+            pass   # refused (fenced): what fencing is for
+    return acked
+
+
+@pytest.mark.parametrize("fencing", [None, "stop", "read_only"])
+def test_a_primary_cut_off_from_haproxy_then_replaced_is_a_split_brain_unless_fenced(lab, api, measure, fencing):
+    """Role-aware config; the HAProxy → db-primary link blackholed, db-primary alive. HAProxy
+    marks it down (its own `show stat`), the operator promotes db-replica, and HAProxy sends the
+    API's writes there. A client that still reaches db-primary directly keeps writing to it: two
+    nodes take writes, counted in each node's own table, in two histories (a split brain: the
+    direct client's writes are lost once db-primary is rebuilt as a standby). Fencing db-primary
+    before the promotion (shut down, or read-only) leaves it no write at all."""
+    prefix = f"split-{fencing or 'none'}-{time.monotonic_ns()}"
+    lab.use_haproxy_config("role_aware")
+    lab.fault_link("blackhole", HAPROXY, PRIMARY)
+    cut_at = time.monotonic()
+    wait_until(lambda: PRIMARY not in lab.haproxy_servers_up(), service=HAPROXY,
+               expected=f"{PRIMARY} marked down once its link is blackholed", timeout=15, interval=0.05,
+               log=lab.log_path(HAPROXY))
+    measure("haproxy_marked_down_s", round(time.monotonic() - cut_at, 2), "s")
+    assert not pg.in_recovery(lab.endpoint(PRIMARY), lab.creds), f"{PRIMARY} is no longer a primary: not cut off but broken"
+
+    if fencing:
+        lab.fence(PRIMARY, fencing)
+    lab.promote(REPLICA)
+    lab.wait_haproxy_routes_writes_to(REPLICA)
+    through_haproxy = [api_client.create(api.base_url, f"{prefix}-api-{i}", 100)["id"] for i in range(SPLIT_WRITES)]
+    direct_acked = _write_directly(lab, PRIMARY, [f"{prefix}-direct-{i}" for i in range(SPLIT_WRITES)])
+
+    on_old, on_new = _names_on(lab, PRIMARY, prefix) or {}, _names_on(lab, REPLICA, prefix)
+    old_writes = sorted(name for name in on_old.values() if name.startswith(f"{prefix}-direct-"))
+    measure("writes_on_old_primary", len(old_writes))
+    measure("writes_on_new_primary", len(on_new))
+    assert sorted(on_new) == sorted(through_haproxy), (
+        f"{REPLICA}, the new primary, holds ids {sorted(on_new)} of this test; the API was acknowledged "
+        f"{sorted(through_haproxy)}")
+    if fencing is None:
+        assert direct_acked == len(old_writes) == SPLIT_WRITES, (
+            f"unfenced, {PRIMARY} should take every write of a client that reaches it: {direct_acked} acknowledged, "
+            f"{len(old_writes)} in its table")
+        assert not set(on_old.values()) & set(on_new.values()), "the two primaries share rows written after the split"
+    else:
+        assert direct_acked == len(old_writes) == 0, (
+            f"fenced ({fencing}), {PRIMARY} still took {len(old_writes)} writes ({direct_acked} acknowledged): "
+            "the fence did not hold")

@@ -133,6 +133,13 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "du rétablissement du lien au rejeu par la replica de tout ce que le primary avait écrit"),
     Measure("stalled_write_answer_s", "s", "réponse à l'écriture bloquée",
             "durée du `PUT` envoyé en réplication synchrone, lien de réplication coupé"),
+    Measure("haproxy_marked_down_s", "s", "primary marqué DOWN par HAProxy",
+            "de la coupure du lien HAProxy → primary à l'état DOWN du primary dans `show stat` de HAProxy"),
+    Measure("writes_on_old_primary", "", "écritures acceptées par l'ancien primary",
+            "écritures d'un client qui joint encore l'ancien primary en direct, après la promotion, "
+            "présentes dans sa table `products`"),
+    Measure("writes_on_new_primary", "", "écritures acceptées par le nouveau primary",
+            "écritures de l'API (par HAProxy) après la promotion, présentes dans la table du nouveau primary"),
 )}
 
 

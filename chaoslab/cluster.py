@@ -48,6 +48,7 @@ def fault_steps(action: str, *, stop: Callable[[], object], kill: Callable[[], o
 
 
 PROMOTE_METHODS = ("pg_ctl", "sql")
+FENCING_METHODS = ("stop", "read_only")
 SWITCH_METHODS = ("restart", "reload", "runtime_api")
 
 
@@ -200,6 +201,23 @@ class Cluster(abc.ABC):
         wait_until(lambda: not pg.in_recovery(self.endpoint(service), self.creds), service=service,
                    expected="pg_is_in_recovery() to be false after promotion", timeout=timeout,
                    log=self.log_path(service))
+
+    def fence(self, service: str, method: str, timeout: float = 10) -> None:
+        """Keep a primary from taking writes before another node is promoted (fencing).
+
+        ``stop``: shut it down, the sure way. ``read_only``: default_transaction_read_only
+        for every session, its own included, from their next transaction; it stops clients
+        that do not override it, not a client that says ``SET transaction_read_only = off``,
+        so it is a fence against mistakes, not against intent."""
+        if method == "stop":
+            self.stop(service)
+        elif method == "read_only":
+            pg.alter_system(self.endpoint(service), self.creds, "default_transaction_read_only", "on")
+            wait_until(lambda: pg.query_one(self.endpoint(service), self.creds, "SHOW default_transaction_read_only")
+                       == "on", service=service, expected="new sessions to be read-only after the reload",
+                       timeout=timeout, log=self.log_path(service))
+        else:
+            raise ValueError(f"unknown fencing method {method!r}; known: {', '.join(FENCING_METHODS)}")
 
     def make_synchronous(self, standby: str = REPLICA, timeout: float = 10) -> None:
         """Synchronous replication to ``standby`` with ``remote_apply``: a commit is acknowledged

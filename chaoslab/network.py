@@ -35,10 +35,11 @@ class Link:
 
 
 # The links a backend serves through its fault proxy: the API's to Redis, to HAProxy (its
-# writes) and to the replica (its reads), and replication (the replica's walreceiver connects
-# to the primary, so the WAL flows downstream). Next (issue 14): HAProxy → each node, and the
-# bonus topologies' own links.
-LINKS = (Link(API, REDIS), Link(API, HAPROXY), Link(API, REPLICA), Link(REPLICA, PRIMARY))
+# writes) and to the replica (its reads), replication (the replica's walreceiver connects
+# to the primary, so the WAL flows downstream), and HAProxy's to each node (its checks and
+# the sessions it forwards). Next (issue 14): the bonus topologies' own links.
+LINKS = (Link(API, REDIS), Link(API, HAPROXY), Link(API, REPLICA), Link(REPLICA, PRIMARY),
+         Link(HAPROXY, PRIMARY), Link(HAPROXY, REPLICA))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from .topology import Credentials, Endpoint
 
 PRODUCTS_DDL = (Path(__file__).parent / "sql" / "products.sql").read_text()
 # Settings that scenarios change with ALTER SYSTEM; the baseline resets exactly these.
-SCENARIO_SETTINGS = ("recovery_min_apply_delay", "synchronous_standby_names", "synchronous_commit")
+SCENARIO_SETTINGS = ("recovery_min_apply_delay", "synchronous_standby_names", "synchronous_commit",
+                     "default_transaction_read_only")
 
 
 def conninfo(endpoint: Endpoint, creds: Credentials, *, role: str = "app", dbname: str | None = None) -> str:
@@ -147,6 +148,26 @@ def probe_commit(endpoint: Endpoint, creds: Credentials) -> str:
         conn.execute("CREATE TABLE IF NOT EXISTS chaoslab_probe (at timestamptz NOT NULL DEFAULT now())")
         conn.execute("INSERT INTO chaoslab_probe DEFAULT VALUES")
         return conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+
+
+def commit_marker(endpoint: Endpoint, creds: Credentials) -> str:
+    """Commit a row with a fresh random token in the harness' own table; returns the token.
+
+    A standby that shows it has replayed the WAL of this very server: an LSN alone does not
+    say so across timelines (a standby that forked ahead on an old timeline has a higher one)."""
+    with connect(endpoint, creds) as conn:
+        # Bounded: under synchronous replication a commit waits for a standby (a cancelled
+        # wait leaves the row committed, and the caller simply polls again).
+        conn.execute("SET statement_timeout = '5s'")
+        conn.execute("CREATE TABLE IF NOT EXISTS chaoslab_marker (token uuid PRIMARY KEY DEFAULT gen_random_uuid())")
+        return str(conn.execute("INSERT INTO chaoslab_marker DEFAULT VALUES RETURNING token").fetchone()[0])
+
+
+def has_marker(endpoint: Endpoint, creds: Credentials, token: str) -> bool:
+    try:
+        return bool(query_one(endpoint, creds, "SELECT count(*) FROM chaoslab_marker WHERE token = %s", (token,)))
+    except psycopg.errors.UndefinedTable:   # not even the table's creation replayed yet
+        return False
 
 
 def received(endpoint: Endpoint, creds: Credentials, lsn: str) -> bool:

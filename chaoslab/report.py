@@ -319,8 +319,8 @@ def section_architecture() -> str:
             ASCII_ARCHITECTURE,
             "```",
             "",
-            "Sur le backend local, les connexions de l'API (vers Redis, HAProxy et la replica) et la réplication "
-            "passent par le proxy de pannes du laboratoire (`chaoslab/faultproxy`, section 5 bis) : les latences "
+            "Sur le backend local, les connexions de l'API (vers Redis, HAProxy et la replica), la réplication et, "
+            "en configuration role-aware, celles de HAProxy vers les nœuds passent par le proxy de pannes du laboratoire (`chaoslab/faultproxy`, section 5 bis) : les latences "
             "mesurées ici incluent ce saut supplémentaire (son coût est mesuré dans `docs/network.md`).",
         ]
     )
@@ -503,14 +503,16 @@ NOT_APPLICABLE = "sans objet"
 
 
 def section_network(ctx: _Context) -> str:
-    """Network faults on the API's link to Redis and on the replication link, as measured."""
+    """Network faults on the API's link to Redis, the replication link and HAProxy's link to the
+    primary, as measured."""
     reads = find_tests(ctx.results, "network", "p99_ms_breaker_open")
     writes = find_tests(ctx.results, "network", "put_during_outage_ms")
     replication = [t for t in find_tests(ctx.results, "network") if any(
         value(t, name) is not None for name in ("replay_lag_ms_max", "put_p50_ms_sync", "wal_retained_bytes",
                                                 "stalled_write_answer_s"))]
-    lines = ["## 5 bis. Pannes réseau (liens API → Redis et réplication)", ""]
-    if not reads and not writes and not replication:
+    split = find_tests(ctx.results, "network", "writes_on_old_primary")
+    lines = ["## 5 bis. Pannes réseau (liens API → Redis, réplication, HAProxy → primary)", ""]
+    if not reads and not writes and not replication and not split:
         lines.append(f"Pannes réseau : {MISSING}.")
         return "\n".join(lines)
     lines += ["Le lien de l'API vers Redis passe par le proxy de pannes du laboratoire (API de Toxiproxy) ; "
@@ -544,6 +546,14 @@ def section_network(ctx: _Context) -> str:
             rows.append((f"`{label(test)}`", " ; ".join(figures), outcome_fr(test)))
         lines += ["", "Lien de réplication (la replica reçoit le WAL par le proxy de pannes) :", "",
                   md_table(("Scénario", "Mesures", "Verdict"), rows), "", legend(names)]
+    if split:
+        names = ("haproxy_marked_down_s", "writes_on_old_primary", "writes_on_new_primary")
+        rows = [(f"`{label(t)}`", *(cell(value(t, n), MEASURES[n].unit) for n in names), outcome_fr(t)) for t in split]
+        lines += ["", "Primary coupé de HAProxy mais vivant (configuration role-aware), puis replica promue ; un "
+                  "client qui joint encore l'ancien primary en direct continue d'écrire. Sans clôture (*fencing*), "
+                  "deux primaries acceptent des écritures (split brain) ; avec l'ancien primary arrêté ou passé en "
+                  "lecture seule avant la promotion, il n'en accepte aucune :", "",
+                  md_table(("Scénario (clôture)", *(heading(n) for n in names), "Verdict"), rows), "", legend(names)]
     return "\n".join(lines)
 
 

@@ -172,7 +172,7 @@ class LocalCluster(Cluster):
     # -- HAProxy -----------------------------------------------------------------------------
     def _apply_haproxy(self, text: str, how: str) -> None:
         addresses = haproxy_config.Addresses(
-            nodes={node: self._endpoints[node] for node in DB_NODES}, write_bind=self._endpoints[HAPROXY],
+            nodes={node: self.haproxy_view_of(node) for node in DB_NODES}, write_bind=self._endpoints[HAPROXY],
             read_bind=self._haproxy_read, socket_path=self.haproxy.socket)
         self.haproxy.write_config(haproxy_config.render(text, addresses))
         if how == "reload" and self.haproxy.process.running():
@@ -190,6 +190,14 @@ class LocalCluster(Cluster):
             raise LabError(HAPROXY, f"its runtime API to answer {line!r}", self.haproxy.log, str(exc)) from None
 
     def haproxy_view_of(self, service: str) -> Endpoint:
+        """Through the HAProxy → node link with the role-aware config, directly with the brief's.
+
+        The role-aware config checks each node's role, so a node it cannot reach is marked down
+        whatever the proxy does. The brief's has no check: it learns that a node is down from a
+        refused connection, which a proxy turns into one accepted then closed (Toxiproxy does
+        the same), and its scenarios measure that refusal (HAProxy's retries, F1)."""
+        if self.haproxy_config_name == "role_aware":
+            return self.fault_links.endpoint_for(HAPROXY, service) or self._endpoints[service]
         return self._endpoints[service]
 
     # -- rebuilding roles ------------------------------------------------------------------------

@@ -221,14 +221,26 @@ class BasePatroniCluster(abc.ABC):
         return new
 
     def wait_rejoined(self, node: str, timeout: float = 60) -> None:
-        """Wait until ``node`` is a standby streaming from the current leader."""
+        """Wait until ``node`` is a standby streaming from the current leader and replaying its writes.
+
+        Streaming alone is not enough: an old primary that wrote past the fork of the new
+        timeline still streams (a walreceiver starts at its segment's beginning, before the
+        fork) but replays nothing, until Patroni's own check finds it diverged, stops it and
+        runs pg_rewind. So it has rejoined once a row committed on the leader is visible on it."""
+        markers: dict[str, str] = {}   # leader -> the token committed there
+
         def rejoined() -> bool:
             leader = self.leader()
             if leader is None or leader == node or self.sql_role(node) != "standby":
                 return False
             state = self.replication(leader).get(node)
-            return state is not None and state[0] == "streaming"
-        wait_until(rejoined, service=node, expected="to rejoin as a standby streaming from the new leader",
+            if state is None or state[0] != "streaming":
+                return False
+            if leader not in markers:
+                markers[leader] = pg.commit_marker(self.endpoint(leader), self.creds)
+            return pg.has_marker(self.endpoint(node), self.creds, markers[leader])
+        wait_until(rejoined, service=node,
+                   expected="to rejoin as a standby that replays the new leader's writes",
                    timeout=timeout, interval=0.2, log=self.log_path(node))
 
     def node_behind_haproxy(self, read: bool = False) -> str | None:
