@@ -214,6 +214,43 @@ def test_synchronous_writes_with_the_replication_link_cut_are_answered_within_th
                         (product["id"],)) == 2999
 
 
+REPLICATION_KBPS = 4
+BANDWIDTH_LOAD_S = 5
+
+
+def test_a_throttled_replication_link_lets_the_lag_grow_under_writes_then_catches_up(lab, api, measure):
+    """The replication link limited to 4 KB/s each way while the workload writes for 5 s: the
+    primary writes WAL faster than the link carries it, so the replica's lag, as the primary
+    sees it, grows in bytes and in seconds; once the limit is lifted the replica catches up,
+    every acknowledged write on it."""
+    lab.fault_link("bandwidth", REPLICA, PRIMARY, kbps=REPLICATION_KBPS)
+    workload = steps.failover_workload(api, max_seconds=BANDWIDTH_LOAD_S, max_ops=3000)
+    lags = []
+    started = time.monotonic()
+    workload.start()
+    while not workload.join(timeout=0.25):
+        lags.append(_replication_lag(lab))
+        assert time.monotonic() - started < BANDWIDTH_LOAD_S + 20, "the write load did not stop within its bounds"
+    lags.append(_replication_lag(lab))
+    behind = checkers.check_lost_writes(workload.history, steps.present_names(lab, REPLICA))
+    lab.fault_link("heal", REPLICA, PRIMARY)
+    healed = time.monotonic()
+    lab.wait_caught_up(timeout=60)
+    lag_bytes = [lag[1] for lag in lags]
+    measure("replication_kbps", REPLICATION_KBPS, "KB/s")
+    measure("replay_lag_bytes_max", max(lag_bytes), "B")
+    measure("replay_lag_ms_max", round(max(lag[0] for lag in lags) * 1000, 1), "ms")
+    measure("writes_behind_at_heal", behind.lost)
+    measure("catch_up_s", round(time.monotonic() - healed, 2), "s")
+    assert behind.acked, "no write was acknowledged while the link was throttled"
+    assert max(lag_bytes) > 2 * REPLICATION_KBPS * 1024, (
+        f"the replica was never more than {max(lag_bytes)} bytes behind: less than two seconds of a "
+        f"{REPLICATION_KBPS} KB/s link (was the link throttled?)")
+    assert lag_bytes[-1] > lag_bytes[0], f"the lag did not grow under writes: {lag_bytes[0]} then {lag_bytes[-1]} bytes"
+    after = checkers.check_lost_writes(workload.history, steps.present_names(lab, REPLICA))
+    assert after.lost == 0, f"{after.lost} acknowledged writes never reached the replica after the link healed"
+
+
 # -- the API's link to HAProxy (its writes) ------------------------------------------------------
 def test_a_write_whose_answer_is_reset_is_reported_unknown_and_not_duplicated(lab, api, measure):
     """The connection from the API to HAProxy is reset after the primary committed a POST but

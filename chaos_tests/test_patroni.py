@@ -15,6 +15,7 @@ data (whichever node leads).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -23,9 +24,10 @@ from dataclasses import dataclass, field
 import psycopg
 import pytest
 
-from chaoslab import pg, steps
+from chaoslab import checkers, pg, steps
 from chaoslab.checkers import FAULT, NEW_PRIMARY
 from chaoslab.patroni import LAB_TIMINGS
+from chaoslab.patroni.config import ETCD
 from chaoslab.patroni.base import WRITE_BACKEND, BasePatroniCluster
 from chaoslab.topology import HAPROXY
 from chaoslab.waits import wait_until
@@ -250,3 +252,129 @@ def test_old_primary_rejoins_with_pg_rewind(patroni_lab, patroni_api, measure, s
     measure("rewound_writes", len(diverged) - len(kept))
     # pg_rewind throws the old timeline's tail away: what only the old primary had is gone.
     assert not kept, f"the rewound node kept writes that the new timeline never had: {kept[:5]}"
+
+
+# -- network faults: the nodes' links to etcd (issue 14) ------------------------------------------
+def _accepts_a_write(lab, node: str) -> bool:
+    """Whether ``node``'s PostgreSQL commits a write sent to it directly, now (a probe row of the
+    harness's own table; a standby, a stopped node or a stalled commit says no)."""
+    try:
+        return bool(pg.commit_marker(lab.endpoint(node), lab.creds))
+    except psycopg.Error:
+        return False
+
+
+def _first(samples, wanted, after: float) -> float | None:
+    return next((at for at, answer in samples if at >= after and answer == wanted), None)
+
+
+def _last(samples, wanted, after: float) -> float | None:
+    return max((at for at, answer in samples if at >= after and answer == wanted), default=None)
+
+
+def _demoted_after(samples, cut_at: float) -> float | None:
+    """Seconds from the cut to the first sample where the node's PostgreSQL no longer says it
+    is a primary (down while Patroni restarts it, or a standby), or None."""
+    return next((at - cut_at for at, answer in samples if at >= cut_at and answer != "primary"), None)
+
+
+@pytest.mark.network
+def test_leader_cut_off_from_etcd_demotes_itself_before_another_is_elected(patroni_lab, patroni_api, measure,
+                                                                            request, synchronous):
+    """The leader's link to etcd blackholed; the node itself is fine and still reaches the other.
+    It cannot renew its leader key, so Patroni demotes it (within loop_wait + retry_timeout),
+    before the key expires (ttl) and the other node is elected: at no moment do both nodes
+    accept writes, as each node's own pg_is_in_recovery() and direct writes to each say.
+    Once the link heals, the old leader rejoins as a standby."""
+    lab, api = patroni_lab, patroni_api
+    old = lab.leader()
+    new_node = lab.other(old)
+    roles = {node: Sampler(lambda node=node: lab.sql_role(node)) for node in (old, new_node)}
+    writable = {node: Sampler(lambda node=node: _accepts_a_write(lab, node), interval=0.1) for node in (old, new_node)}
+    workload = steps.failover_workload(api, max_ops=60000, max_seconds=180)
+    history = workload.history
+    with contextlib.ExitStack() as observers:
+        for observer in (workload, *roles.values(), *writable.values()):
+            observers.enter_context(observer)
+        steps.wait_for_new_acks(workload, 30)
+        cut_at = history.mark(FAULT).time
+        lab.fault_link("blackhole", old, ETCD)
+        new = lab.wait_new_leader(old, timeout=ELECTION_DEADLINE_S)
+        history.mark(NEW_PRIMARY)
+        steps.wait_for_writes_through_api(api, timeout=WRITE_DEADLINE_S)
+        steps.wait_for_new_acks(workload, 20)
+        lab.fault_link("heal", old, ETCD)
+        lab.wait_rejoined(old, timeout=REJOIN_DEADLINE_S)
+        history.mark("rejoined")
+        steps.wait_for_new_acks(workload, 20)
+
+    verdict = steps.judge_failover(history, steps.present_names(lab, HAPROXY), measure, request, kind="network",
+                                   scenario="etcd_cut", fault="lien du leader vers etcd coupé (blackhole)",
+                                   synchronous="on" if synchronous else "off", old_primary=old, new_primary=new)
+    last_old_primary = _last(roles[old].samples, "primary", cut_at)
+    first_new_primary = _first(roles[new].samples, "primary", cut_at)
+    last_old_write = _last(writable[old].samples, True, cut_at)
+    first_new_write = _first(writable[new].samples, True, cut_at)
+    assert None not in (last_old_primary, first_new_primary, first_new_write), (
+        f"the samplers missed a role: {old} primary until {last_old_primary}, {new} from {first_new_primary}")
+    demoted_after = _demoted_after(roles[old].samples, cut_at)
+    measure("demoted_after_s", round(demoted_after, 2), "s")
+    measure("no_primary_s", round(first_new_primary - last_old_primary, 2), "s")
+    assert last_old_primary < first_new_primary, (
+        f"{old} still said primary {last_old_primary - first_new_primary:.2f} s after {new} did: two primaries")
+    assert last_old_write is None or last_old_write < first_new_write, (
+        f"{old} accepted a direct write {last_old_write - first_new_write:.2f} s after {new} did: two writable nodes")
+    assert demoted_after < LAB_TIMINGS.ttl, (
+        f"{old} stayed primary {demoted_after:.1f} s without etcd: past its leader key's lease ({LAB_TIMINGS.ttl} s)")
+    verdict.assert_sound()
+    if synchronous:
+        verdict.assert_nothing_lost("synchronous_mode")
+
+
+# How long etcd stays out of reach: past the leader key's lease and a demotion, so that each
+# outcome has time to show.
+ETCD_OUTAGE_S = LAB_TIMINGS.ttl + LAB_TIMINGS.loop_wait + LAB_TIMINGS.retry_timeout + 2
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("synchronous", [False], ids=["async"])
+@pytest.mark.parametrize("failsafe", [False, True], ids=["failsafe_off", "failsafe_on"])
+def test_etcd_unreachable_from_every_node(patroni_lab, patroni_api, measure, synchronous, failsafe):
+    """Every node's link to etcd blackholed for longer than the leader key's lease. Without
+    failsafe_mode the leader cannot prove it still leads, so Patroni makes it read-only: writes
+    stop until etcd is back, though nothing is wrong with PostgreSQL. With failsafe_mode, the
+    leader reaches every member's REST API (POST /failsafe) and stays primary: writes go on."""
+    lab, api = patroni_lab, patroni_api
+    lab.set_failsafe_mode(failsafe)
+    leader = lab.leader()
+    role = Sampler(lambda: lab.sql_role(leader))
+    workload = steps.failover_workload(api, max_ops=60000, max_seconds=120)
+    history = workload.history
+    with workload, role:
+        steps.wait_for_new_acks(workload, 30)
+        cut_at = time.monotonic()
+        lab.fault_network("blackhole", ETCD)
+        # Writes sent in the outage's second half: past the lease, whatever Patroni decided holds.
+        history.mark("lease-expired", at=cut_at + ETCD_OUTAGE_S / 2)
+        time.sleep(ETCD_OUTAGE_S)   # the outage's length, not a wait for a state
+        healed_at = history.mark("etcd-back").time
+        lab.fault_network("heal", ETCD)
+        lab.wait_replication(timeout=REJOIN_DEADLINE_S)
+        steps.wait_for_writes_through_api(api, timeout=WRITE_DEADLINE_S)
+        steps.wait_for_new_acks(workload, 20)
+
+    late = checkers.writes_acked_between(history, "lease-expired", "etcd-back")
+    demoted_after = _demoted_after([(at, answer) for at, answer in role.samples if at < healed_at], cut_at)
+    measure("failsafe_mode", "on" if failsafe else "off")
+    measure("writes_acked_without_etcd", len(late))
+    if demoted_after is not None:
+        measure("demoted_after_s", round(demoted_after, 2), "s")
+    if failsafe:
+        assert demoted_after is None, f"with failsafe_mode, {leader} was demoted {demoted_after:.1f} s into the etcd outage"
+        assert late, "with failsafe_mode, no write was acknowledged in the second half of the etcd outage"
+    else:
+        assert demoted_after is not None and demoted_after < LAB_TIMINGS.ttl, (
+            f"without failsafe_mode, {leader} should stop being primary once it loses etcd, within its lease "
+            f"({LAB_TIMINGS.ttl} s); it was {'never' if demoted_after is None else f'{demoted_after:.1f} s later'}")
+        assert not late, (f"without failsafe_mode, {len(late)} writes were acknowledged after the leader lost "
+                          "etcd's lease: a primary that cannot prove it leads")

@@ -19,7 +19,7 @@ import redis as redis_client
 from . import haproxy_config, pg, redis_probe
 from .phases import phase
 from .errors import LabError
-from .network import HEAL, NETWORK_FAULTS, FaultLinks, Link, parameters_for
+from .network import HEAL, NETWORK_FAULTS, LinkFaults
 from .redis_ha import RedisHA
 from .topology import DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES, Credentials, Endpoint
 from .waits import wait_until
@@ -52,7 +52,7 @@ FENCING_METHODS = ("stop", "read_only")
 SWITCH_METHODS = ("restart", "reload", "runtime_api")
 
 
-class Cluster(abc.ABC):
+class Cluster(LinkFaults, abc.ABC):
     """The lab's stack: the brief's four services, reachable by name."""
 
     name = "abstract"
@@ -116,9 +116,23 @@ class Cluster(abc.ABC):
     def haproxy_command(self, line: str) -> str:
         """One command on HAProxy's runtime API."""
 
-    @abc.abstractmethod
     def haproxy_view_of(self, service: str) -> Endpoint:
-        """The address HAProxy uses to reach a database node (the runtime API needs an IP)."""
+        """The address HAProxy uses to reach a database node (the runtime API needs an IP):
+        through the HAProxy → node link with the role-aware config, directly with the brief's.
+
+        The role-aware config checks each node's role, so a node it cannot reach is marked down
+        whatever the proxy does. The brief's has no check: it learns that a node is down from a
+        refused connection, which a proxy turns into one accepted then closed (Toxiproxy does
+        the same), and its scenarios measure that refusal (HAProxy's retries, F1)."""
+        if self.haproxy_config_name == "role_aware" and self.fault_links is not None:
+            linked = self.fault_links.endpoint_for(HAPROXY, service)
+            if linked is not None:
+                return linked
+        return self._node_address(service)
+
+    @abc.abstractmethod
+    def _node_address(self, service: str) -> Endpoint:
+        """Where HAProxy reaches a database node directly."""
 
     @abc.abstractmethod
     def rebuild_replica(self, standby: str, primary: str) -> None:
@@ -128,20 +142,16 @@ class Cluster(abc.ABC):
     def rejoin(self, old_primary: str, new_primary: str) -> None:
         """Turn a stopped ex-primary into a standby of the new primary with pg_rewind."""
 
-    # The backend's fault proxy, if it serves the topology's links through one (chaoslab.network).
-    fault_links: FaultLinks | None = None
-
-    def require_fault_links(self) -> FaultLinks:
-        if self.fault_links is None:
-            raise LabError("network", f"network faults on the {self.name} backend", None,
-                           "it does not serve its links through a fault proxy yet (the local backend does)")
-        return self.fault_links
-
     def endpoint_for(self, source: str, service: str) -> Endpoint:
         """Where ``source`` reaches ``service``: its link's fault proxy when the backend serves
         that link through one, else the service itself."""
         proxied = self.fault_links.endpoint_for(source, service) if self.fault_links is not None else None
         return proxied or self.endpoint(service)
+
+    def replication_source(self, standby: str, primary: str) -> Endpoint | None:
+        """Where ``standby`` reaches ``primary`` for replication when it goes through its link's
+        fault proxy (served in the brief's orientation only, db-replica to db-primary); None: directly."""
+        return self.fault_links.endpoint_for(standby, primary) if self.fault_links is not None else None
 
     @abc.abstractmethod
     def redis_ha(self) -> "RedisHA":
@@ -155,18 +165,12 @@ class Cluster(abc.ABC):
         if service not in SERVICES:
             raise ValueError(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
         if action in NETWORK_FAULTS or action == HEAL:
-            self.require_fault_links().apply(action, service, parameters_for(action, parameters))
+            self.fault_network(action, service, **parameters)
             return
         for step in fault_steps(action, stop=lambda: self._stop(service), kill=lambda: self._kill(service),
                                 pause=lambda: self._pause(service), resume=lambda: self._resume(service),
                                 start=lambda: self._start(service)):
             step()
-
-    @phase("fault")
-    def fault_link(self, action: str, source: str, target: str, **parameters: int) -> None:
-        """A network fault (NETWORK_FAULTS, ``heal``) on one link only: ``source``'s connections
-        to ``target`` (db-replica to db-primary is replication)."""
-        self.require_fault_links().apply_to(action, [Link(source, target)], parameters_for(action, parameters))
 
     def stop(self, service: str) -> None:
         self.fault("stop", service)

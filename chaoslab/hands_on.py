@@ -116,7 +116,7 @@ class HandsOnLab(abc.ABC):
         self.check_service(service)
         if action in NETWORK_FAULTS or action == HEAL:
             self.network_faults_here()
-            self.cluster.fault(action, service, **parameters_for(action, parameters))
+            self.cluster.fault_network(action, service, **parameters_for(action, parameters))
             return
         if action not in FAULTS:
             raise ValueError(f"unknown fault {action!r}; known: {', '.join(FAULTS)}")
@@ -135,8 +135,8 @@ class HandsOnLab(abc.ABC):
     def network_faults_here(self):
         if not self.has_links:
             raise LabError(self.topology, "a lab whose links go through the fault proxy for a network fault",
-                           cause=f"the {self.topology} topology has none yet: `python -m chaoslab up` (the brief's "
-                                 "stack) has the API's link to Redis")
+                           cause=f"the {self.topology} topology has none yet: the brief's stack (`python -m "
+                                 "chaoslab up`) and the patroni one have")
         return self.cluster.require_fault_links()
 
     @abc.abstractmethod
@@ -281,6 +281,7 @@ class PatroniLab(HandsOnLab):
 
     topology = "patroni"
     has_brief_nodes = False   # pg-1 and pg-2, whose roles move
+    has_links = True          # each node's link to etcd (chaoslab.patroni.config.LINKS)
     FOLLOW_DEADLINE_S = 15
 
     @classmethod

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .errors import LabError
 from .faultproxy.client import ToxiproxyClient
+from .phases import phase
 from .topology import API, HAPROXY, PRIMARY, REDIS, REPLICA, Endpoint
 
 
@@ -82,12 +83,15 @@ PARTITION = "partition"   # between two services: `fault partition db-primary db
 
 
 class FaultLinks:
-    """A lab's links, served by one fault proxy (its Toxiproxy API at ``client.url``)."""
+    """A lab's links (``links``: its topology's), served by one fault proxy (its Toxiproxy API
+    at ``client.url``)."""
 
-    def __init__(self, client: ToxiproxyClient, listen: dict[str, Endpoint], log: str) -> None:
+    def __init__(self, client: ToxiproxyClient, listen: dict[str, Endpoint], log: str,
+                 links: tuple[Link, ...] = LINKS) -> None:
         self.client = client
         self.listen = listen   # link name -> where its source connects
         self.log = log
+        self.links = links
 
     def endpoint_for(self, source: str, target: str) -> Endpoint | None:
         return self.listen.get(Link(source, target).name)
@@ -105,7 +109,7 @@ class FaultLinks:
                             f"a link between {one} and {other} to cut")
 
     def _served(self, wanted, expected: str) -> list[Link]:
-        served = [link for link in LINKS if link.name in self.listen]
+        served = [link for link in self.links if link.name in self.listen]
         links = [link for link in served if wanted(link)]
         if not links:
             raise LabError("network", f"{expected} (the links served here: "
@@ -185,3 +189,28 @@ def parameters_for(action: str, given: dict[str, int | None]) -> dict[str, int]:
     if action == "bandwidth" and values["kbps"] == 0:
         raise ValueError("fault bandwidth: --kbps 0 lets nothing through; say `blackhole` for that")
     return values
+
+
+class LinkFaults:
+    """What a lab whose links may go through a fault proxy offers: a network fault on one link."""
+
+    name: str
+    # The lab's fault proxy, if it serves the topology's links through one.
+    fault_links: FaultLinks | None = None
+
+    def require_fault_links(self) -> FaultLinks:
+        if self.fault_links is None:
+            raise LabError("network", f"network faults on the {self.name} lab", None,
+                           "this lab does not serve its links through a fault proxy (the benchmark's lab has none)")
+        return self.fault_links
+
+    def fault_network(self, action: str, service: str, **parameters: int) -> None:
+        """A network fault (NETWORK_FAULTS, ``heal``) on every link into or out of ``service``."""
+        with phase("fault"):
+            self.require_fault_links().apply(action, service, parameters_for(action, parameters))
+
+    def fault_link(self, action: str, source: str, target: str, **parameters: int) -> None:
+        """A network fault (NETWORK_FAULTS, ``heal``) on one link only: ``source``'s connections
+        to ``target`` (db-replica to db-primary is replication)."""
+        with phase("fault"):
+            self.require_fault_links().apply_to(action, [Link(source, target)], parameters_for(action, parameters))

@@ -511,8 +511,10 @@ def section_network(ctx: _Context) -> str:
         value(t, name) is not None for name in ("replay_lag_ms_max", "put_p50_ms_sync", "wal_retained_bytes",
                                                 "stalled_write_answer_s"))]
     split = find_tests(ctx.results, "network", "writes_on_old_primary")
-    lines = ["## 5 bis. Pannes réseau (liens API → Redis, réplication, HAProxy → primary)", ""]
-    if not reads and not writes and not replication and not split:
+    etcd = [t for t in find_tests(ctx.results, "network") if value(t, "demoted_after_s") is not None
+            or value(t, "writes_acked_without_etcd") is not None]
+    lines = ["## 5 bis. Pannes réseau (liens API → Redis, réplication, HAProxy → primary, Patroni → etcd)", ""]
+    if not reads and not writes and not replication and not split and not etcd:
         lines.append(f"Pannes réseau : {MISSING}.")
         return "\n".join(lines)
     lines += ["Le lien de l'API vers Redis passe par le proxy de pannes du laboratoire (API de Toxiproxy) ; "
@@ -533,7 +535,8 @@ def section_network(ctx: _Context) -> str:
                   "doit la resservir après la fin de la panne) :", "",
                   md_table(("Scénario", "`PUT` pendant la panne", "Verdict"), rows)]
     if replication:
-        names = ("replication_latency_ms", "stale_window_ms", "replay_lag_ms_max", "replay_lag_bytes_max",
+        names = ("replication_latency_ms", "replication_kbps", "stale_window_ms", "replay_lag_ms_max",
+                 "replay_lag_bytes_max",
                  "put_p50_ms_sync", "put_p50_ms_sync_slow_link", "wal_retained_bytes", "writes_behind_at_heal",
                  "catch_up_s", "stalled_write_answer_s")
         rows = []
@@ -554,6 +557,17 @@ def section_network(ctx: _Context) -> str:
                   "deux primaries acceptent des écritures (split brain) ; avec l'ancien primary arrêté ou passé en "
                   "lecture seule avant la promotion, il n'en accepte aucune :", "",
                   md_table(("Scénario (clôture)", *(heading(n) for n in names), "Verdict"), rows), "", legend(names)]
+    if etcd:
+        names = ("demoted_after_s", "no_primary_s", "time_to_new_primary_s", "longest_write_outage_s",
+                 "writes_acked_without_etcd", "lost_writes")
+        rows = [(f"`{label(t)}`", str(value(t, "failsafe_mode") or MISSING_CELL),
+                 *(cell(value(t, n), MEASURES[n].unit) for n in names), outcome_fr(t)) for t in etcd]
+        lines += ["", "Patroni coupé d'etcd (bonus) : le leader seul (il doit se rétrograder avant l'expiration de sa "
+                  "clé, sans jamais laisser deux nœuds accepter des écritures), puis tous les nœuds (sans "
+                  "`failsafe_mode`, le leader passe en lecture seule ; avec, il reste primary tant qu'il joint "
+                  "l'API REST de chaque membre) :", "",
+                  md_table(("Scénario", "`failsafe_mode`", *(heading(n) for n in names), "Verdict"), rows), "",
+                  legend(names)]
     return "\n".join(lines)
 
 
@@ -567,13 +581,17 @@ def _unmeasured_failures(results: Mapping[str, Any]) -> list[Mapping[str, Any]]:
             if t.get("outcome") != "passed" and value(t, "failover_kind") is None]
 
 
+# What a failover of each kind cannot have: a switchover is no fault (no RTO, no time from a
+# fault); after a network fault that writes survive, the outage starts later (no RTO).
+NO_FIGURE_BY_KIND = {"planned": ("rto_s", "time_to_new_primary_s"), "network": ("rto_s",)}
+
+
 def _failover_row(ctx: _Context, test: Mapping[str, Any], first_cells: Sequence[str],
                   names: Sequence[str]) -> tuple[str, ...]:
     link = ctx.plot("timeline", attachment(test, "timeline"), f"timeline-{_slug(label(test))}.png",
                     title=f"Bascule {label(test)}")
-    planned = value(test, "failover_kind") == "planned"
-    figures = [NOT_APPLICABLE if planned and name in ("rto_s", "time_to_new_primary_s") else cell(value(test, name), "s")
-               for name in names]
+    no_figure = NO_FIGURE_BY_KIND.get(str(value(test, "failover_kind")), ())
+    figures = [NOT_APPLICABLE if name in no_figure else cell(value(test, name), "s") for name in names]
     return (f"`{label(test)}`", *first_cells, *figures, *(cell(value(test, name)) for name in WRITE_COUNTS),
             outcome_fr(test), f"[png]({link})" if link else MISSING_CELL)
 
@@ -595,7 +613,7 @@ def _soundness(tests: Sequence[Mapping[str, Any]]) -> str:
 def section_failover(ctx: _Context) -> str:
     results = ctx.results
     manual = _of_kind(results, "manual")
-    automatic = _of_kind(results, "automatic", "planned")
+    automatic = _of_kind(results, "automatic", "planned", "network")
     lines = ["## 6. Haute disponibilité : bascule du primary", ""]
     if manual:
         lines += ["Bascule à la main (partie F : panne, promotion, bascule HAProxy, écritures par l'API inchangée) :", ""]
@@ -688,7 +706,7 @@ def section_questions(ctx: _Context) -> str:
     results = ctx.results
     manual = _of_kind(results, "manual")
     automatic = _of_kind(results, "automatic")
-    failovers = _of_kind(results, "manual", "automatic", "planned")
+    failovers = _of_kind(results, "manual", "automatic", "planned", "network")
     delays = _numbers(find_tests(results, "replication", "replication_delay_ms"), "replication_delay_ms")
     mark_down = _numbers(find_tests(results, "haproxy"), "haproxy_mark_down_ms")
     stale = _numbers(find_tests(results, "cache", "stale_window_ms"), "stale_window_ms")

@@ -141,9 +141,11 @@ def judge_failover(history: History, present: set[str], measure, request: pytest
     """Record a failover's figures, by their one definition each, and return the verdict.
 
     ``kind`` says which failovers its figures may be compared with: ``manual`` (part F),
-    ``automatic`` (Patroni after a fault) or ``planned`` (a switchover). ``labels``
-    describe the case (fault, switch, synchronous...). Figures a history cannot hold
-    (no RTO without a fault) are not recorded, rather than recorded as zero.
+    ``automatic`` (Patroni after a fault), ``planned`` (a switchover) or ``network`` (Patroni
+    after a network fault that writes survive until Patroni reacts: the leader cut off from
+    etcd). ``labels`` describe the case (fault, switch, synchronous...). Figures a history
+    cannot hold are not recorded, rather than recorded as zero: no RTO without a fault, nor
+    after a network fault, where writes go on after it (its outage is the longest one).
     """
     lost = checkers.check_lost_writes(history, present)
     figures = checkers.failover_figures(history)
@@ -153,7 +155,7 @@ def judge_failover(history: History, present: set[str], measure, request: pytest
     for name, value in labels.items():
         measure(name, value)
     for name, value in figures.rounded().items():
-        if value is not None:
+        if value is not None and not (kind == "network" and name == "rto_s"):
             measure(name, value, checkers.measure(name).unit)
     measure("acked_writes", lost.acked)
     measure("lost_writes", lost.lost)

@@ -288,6 +288,14 @@ def test_up_patroni_prints_lines_that_work_and_promote_hands_the_lead_over(lab_o
     rto = [line.split()[1] for line in printed(output_of_load, "rto_s")]
     assert rto and 0 < float(rto[0]) < 30, f"Patroni's failover should give an RTO:\n{output_of_load}"
 
+    # The topology's links: every node cut from etcd, as `status` shows it, then healed.
+    cut = chaoslab("fault", "blackhole", "etcd")
+    assert cut.returncode == 0, cut.stderr
+    shown = chaoslab("status").stdout
+    assert "pg_1_to_etcd: timeout" in shown and "pg_2_to_etcd: timeout" in shown, shown
+    assert chaoslab("fault", "heal").returncode == 0
+    assert "network faults" not in chaoslab("status").stdout
+
 
 def test_up_sentinel_prints_lines_that_work_and_the_api_follows_a_redis_failover(lab_on):
     output = lab_on("sentinel")

@@ -33,7 +33,8 @@ def _reap() -> int:
 def _patroni_config(directory: Path) -> int:
     from ..credentials import from_environment
     from ..patroni.config import ETCD, NODES
-    from .patroni import node_files, write_node_config
+    from ..topology import Endpoint
+    from .patroni import ETCD_PORT, node_files, write_node_config
 
     missing = [name for name in REQUIRED if not os.environ.get(name)]
     if missing:
@@ -43,7 +44,7 @@ def _patroni_config(directory: Path) -> int:
     creds = from_environment()
     for node in NODES:
         # By service name: compose's DNS resolves them on the project's network.
-        path = write_node_config(directory / node, node_files(node, address=node, etcd=ETCD, creds=creds))
+        path = write_node_config(directory / node, node_files(node, address=node, etcd=Endpoint(ETCD, ETCD_PORT), creds=creds))
         print(f"wrote {path}")
     return 0
 

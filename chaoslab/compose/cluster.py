@@ -21,9 +21,10 @@ from .. import pg, rundir
 from ..cluster import Cluster
 from ..credentials import from_environment
 from ..errors import LabError
+from ..network import LINKS, Link
 from ..topology import DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA, SERVICES, Credentials, Endpoint, slot_name
 from ..waits import wait_until
-from . import haproxy
+from . import faultproxy, haproxy
 from . import project as lab_project
 from .cli import docker
 from .containers import Containers
@@ -32,12 +33,17 @@ from .sentinel import ComposeRedisHA
 from .stack import ComposeStack
 
 PG_PORT = 5432
+# The container port of each service a link (chaoslab.network.LINKS) leads to.
+CONTAINER_PORTS = {PRIMARY: PG_PORT, REPLICA: PG_PORT, REDIS: 6379, HAPROXY: haproxy.WRITE_PORT}
 # Container ports of each service, and the variables the compose file publishes them with.
 PUBLISHED = {PRIMARY: ("DB_PRIMARY_PORT", PG_PORT), REPLICA: ("DB_REPLICA_PORT", PG_PORT),
              REDIS: ("REDIS_PORT", 6379), HAPROXY: ("HAPROXY_PORT", haproxy.WRITE_PORT)}
 HAPROXY_READ_VARIABLE = "HAPROXY_READ_PORT"
-DEFAULT_IMAGES = {"POSTGRES_IMAGE": "postgres:16", "REDIS_IMAGE": "redis:7", "HAPROXY_IMAGE": "haproxy:2.9"}
-HOW_TO_GET_IMAGES = "Pull them (`docker compose pull`, with the same POSTGRES_IMAGE/REDIS_IMAGE/HAPROXY_IMAGE)"
+# The API's image runs the fault proxy (it has Starlette and uvicorn).
+DEFAULT_IMAGES = {"POSTGRES_IMAGE": "postgres:16", "REDIS_IMAGE": "redis:7", "HAPROXY_IMAGE": "haproxy:2.9",
+                  "API_IMAGE": "chaoslab-api:latest"}
+HOW_TO_GET_IMAGES = ("Pull them (`docker compose pull`, with the same POSTGRES_IMAGE/REDIS_IMAGE/HAPROXY_IMAGE) and "
+                     "build the API's (`docker compose --profile api build api`)")
 STOP_TIMEOUT = {PRIMARY: 20, REPLICA: 20, REDIS: 10, HAPROXY: haproxy.STOP_TIMEOUT}
 DOWN_TIMEOUT = 2
 
@@ -53,17 +59,27 @@ class ComposeCluster(Cluster):
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self) -> None:
-        self.stack = stack = ComposeStack.open(self.creds, down_timeout=DOWN_TIMEOUT)
+        # Profile "faults" enables the fault proxy beside the brief's services (which have no profile).
+        self.stack = stack = ComposeStack.open(self.creds, extra_profiles=(faultproxy.PROFILE,),
+                                               down_timeout=DOWN_TIMEOUT)
         with stack.closed_on_failure():
             self._endpoints = {service: stack.reserve_endpoint() for service in SERVICES}
             self._haproxy_read = stack.reserve_endpoint()
+            faultproxy_api = stack.reserve_endpoint()
             stack.use_images(DEFAULT_IMAGES, HOW_TO_GET_IMAGES)
             stack.add_haproxy(HAPROXY)
             stack.create_network()
+            links = faultproxy.plan(self.network, LINKS, CONTAINER_PORTS)
+            # The replica's first clone and its streaming go through its link: the proxy starts
+            # first (no depends_on: a profile's service cannot be one, for the stacks beside this one).
+            via = links[Link(REPLICA, PRIMARY)][0]
+            stack.service_overrides[REPLICA] = {"environment": {"PRIMARY_HOST": via.host, "PRIMARY_PORT": str(via.port)}}
             self._write_haproxy_config(self.haproxy_source)
-            stack.write_files(SERVICES, {HAPROXY_READ_VARIABLE: str(self._haproxy_read.port),
-                                         "HAPROXY_CONFIG": "haproxy.cfg"},
-                              {variable: self._endpoints[service] for service, (variable, _) in PUBLISHED.items()})
+            stack.write_files([*SERVICES, faultproxy.SERVICE],
+                              {HAPROXY_READ_VARIABLE: str(self._haproxy_read.port), "HAPROXY_CONFIG": "haproxy.cfg"},
+                              {**{variable: self._endpoints[service] for service, (variable, _) in PUBLISHED.items()},
+                               faultproxy.API_PORT_VARIABLE: faultproxy_api})
+            self.fault_links = faultproxy.start(stack, faultproxy_api, links, LINKS)
             stack.run("up", "-d", *SERVICES, service="lab", expected="`up -d` to start the stack", timeout=300)
             self._check_published_ports()
             for service in SERVICES:
@@ -74,6 +90,7 @@ class ComposeCluster(Cluster):
     def close(self) -> None:
         if self.stack is not None:
             self.stack.close()
+        self.fault_links = None
 
     def _check_published_ports(self) -> None:
         """Read the published ports back from compose (pytest-docker's port_for)."""
@@ -178,7 +195,7 @@ class ComposeCluster(Cluster):
 
     # -- HAProxy ---------------------------------------------------------------------------
     def _write_haproxy_config(self, text: str) -> None:
-        self.stack.haproxy.write_config(text, {node: self.network.address(node) for node in DB_NODES})
+        self.stack.haproxy.write_config(text, {node: self.haproxy_view_of(node) for node in DB_NODES})
 
     def _apply_haproxy(self, text: str, how: str) -> None:
         if how not in ("restart", "reload"):
@@ -213,7 +230,7 @@ class ComposeCluster(Cluster):
     def haproxy_command(self, line: str) -> str:
         return self.stack.haproxy.command(line)
 
-    def haproxy_view_of(self, service: str) -> Endpoint:
+    def _node_address(self, service: str) -> Endpoint:
         return Endpoint(self.network.address(service), PG_PORT)
 
     # -- rebuilding roles ---------------------------------------------------------------------
@@ -224,7 +241,8 @@ class ComposeCluster(Cluster):
         with pg.connect(self.endpoint(primary), self.creds, role="superuser", dbname="postgres") as conn:
             conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                          "WHERE slot_name = %s AND NOT active", (slot_name(standby),))
-        self._one_off(standby, "clone", primary, expected=f"pg_basebackup to clone {primary}")
+        self._one_off(standby, "clone", self.replication_source(standby, primary) or self._node_address(primary),
+                      expected=f"pg_basebackup to clone {primary}")
         self._start(standby)
 
     def rejoin(self, old_primary: str, new_primary: str) -> None:
@@ -239,10 +257,12 @@ class ComposeCluster(Cluster):
             # promoted node updates only at its next checkpoint: without this, it can see
             # the old timeline and answer "no rewind required".
             conn.execute("CHECKPOINT")
-        self._one_off(old_primary, "rewind", new_primary, expected=f"pg_rewind to resynchronise with {new_primary}")
+        self._one_off(old_primary, "rewind",
+                      self.replication_source(old_primary, new_primary) or self._node_address(new_primary),
+                      expected=f"pg_rewind to resynchronise with {new_primary}")
         self._start(old_primary)
 
-    def _one_off(self, node: str, action: str, source: str, *, expected: str, timeout: float = 120) -> None:
+    def _one_off(self, node: str, action: str, source: Endpoint, *, expected: str, timeout: float = 120) -> None:
         """docker/lab-node.sh in a container that shares the stopped node's volumes and network."""
         container = self.containers.require(node)
         image = self._engine("inspect", "-f", "{{.Image}}", container, service=node,
@@ -254,9 +274,10 @@ class ComposeCluster(Cluster):
         done = docker("run", "--rm", "--volumes-from", container, "--network", self.network.name,
                "--label", f"{lab_project.OWNER_LABEL}={self.project}",
                "-e", "POSTGRES_USER", "-e", "POSTGRES_PASSWORD", "-e", "REPLICATION_USER", "-e", "REPLICATION_PASSWORD",
-               "--entrypoint", "/lab/lab-node.sh", image, action, source, str(PG_PORT), slot_name(node),
+               "--entrypoint", "/lab/lab-node.sh", image, action, source.host, str(source.port), slot_name(node),
                service=node, expected=expected, log=self.log_path(node), timeout=timeout, env=env)
-        self.stack.record_one_off(f"$ lab-node.sh {action} {source} ({node})", done.stdout + done.stderr)
+        self.stack.record_one_off(f"$ lab-node.sh {action} {source.host} {source.port} ({node})",
+                                  done.stdout + done.stderr)
 
     # -- bonus topologies ---------------------------------------------------------------------
     def redis_ha(self):

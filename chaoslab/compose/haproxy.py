@@ -63,11 +63,11 @@ class ContainerHAProxy:
         self.probe = Probe(lambda: "Pid:" in self.runtime_api("show info"),
                            f"its runtime API to answer on {self.socket}")
 
-    def write_config(self, text: str, nodes: dict[str, str]) -> None:
+    def write_config(self, text: str, nodes: dict[str, Endpoint]) -> None:
         """Render a config of haproxy/ with the nodes' fixed addresses (HAProxy resolves names only at
         start, and a node may be down then), in place: the container mounts this file."""
         addresses = haproxy_config.Addresses(
-            nodes={node: Endpoint(address, PG_PORT) for node, address in nodes.items()},
+            nodes=nodes,
             write_bind=Endpoint("*", WRITE_PORT), read_bind=Endpoint("*", READ_PORT),
             socket_path=Path(haproxy_config.SOCKET_PATH))
         rendered = with_host_socket(haproxy_config.render(text, addresses))

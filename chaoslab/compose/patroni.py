@@ -27,11 +27,12 @@ from .. import rundir
 from ..credentials import from_environment
 from ..errors import LabError
 from ..patroni.base import BasePatroniCluster
-from ..patroni.config import (ETCD, LAB_TIMINGS, NODES, NodeAddresses, Timings, haproxy_source, node_config,
+from ..network import Link
+from ..patroni.config import (ETCD, LAB_TIMINGS, LINKS, NODES, NodeAddresses, Timings, haproxy_source, node_config,
                               node_config_text)
 from ..topology import HAPROXY, REDIS, REPLICA, Credentials, Endpoint
 from ..waits import wait_until
-from . import haproxy
+from . import faultproxy, haproxy
 from . import project as lab_project
 from .probe import Probe, pong
 from .stack import ComposeStack
@@ -47,10 +48,12 @@ PUBLISHED = {
     "ETCD_PORT": (ETCD, ETCD_PORT), "REDIS_PORT": (REDIS, REDIS_PORT),
     "HAPROXY_PATRONI_PORT": (HAPROXY, haproxy.WRITE_PORT), "HAPROXY_PATRONI_READ_PORT": (HAPROXY, haproxy.READ_PORT),
 }
+# The API's image runs the fault proxy.
 DEFAULT_IMAGES = {"PATRONI_IMAGE": "chaoslab-patroni:latest", "ETCD_IMAGE": "gcr.io/etcd-development/etcd:v3.5.17",
-                  "REDIS_IMAGE": "redis:7", "HAPROXY_IMAGE": "haproxy:2.9"}
-HOW_TO_GET_IMAGES = ("Pull etcd, redis and haproxy and build the Patroni image (`docker compose --profile patroni "
-                     "pull etcd redis haproxy-patroni; docker compose --profile patroni build pg-1`)")
+                  "REDIS_IMAGE": "redis:7", "HAPROXY_IMAGE": "haproxy:2.9", "API_IMAGE": "chaoslab-api:latest"}
+HOW_TO_GET_IMAGES = ("Pull etcd, redis and haproxy and build the Patroni and API images (`docker compose --profile "
+                     "patroni pull etcd redis haproxy-patroni; docker compose --profile patroni build pg-1; "
+                     "docker compose --profile api build api`)")
 DOWN_TIMEOUT = 5
 # Inside a node's container (docker/patroni/entrypoint.sh and the image).
 CONFIG_IN_CONTAINER = "/var/lib/postgresql/patroni.yml"
@@ -80,14 +83,16 @@ exit 1
 """
 
 
-def node_files(name: str, *, address: str, etcd: str, creds: Credentials, timings: Timings = LAB_TIMINGS) -> str:
+def node_files(name: str, *, address: str, etcd: Endpoint, creds: Credentials, timings: Timings = LAB_TIMINGS,
+               etcd_is_a_proxy: bool = False) -> str:
     """A node's patroni.yml for a container: it binds every address and is reached at ``address``
     (its container's, or its service name); TCP clients of its own networks only (HAProxy, the
-    other node, the host through the published ports), with a password."""
+    other node, the host through the published ports), with a password. ``etcd``: etcd, or
+    the fault proxy of the node's link to it (``etcd_is_a_proxy``)."""
     config = node_config(name, addresses=NodeAddresses(Endpoint(address, PG_PORT), Endpoint(address, REST_PORT)),
                          listen=NodeAddresses(Endpoint("0.0.0.0", PG_PORT), Endpoint("0.0.0.0", REST_PORT)),
-                         etcd=Endpoint(etcd, ETCD_PORT), data_dir=DATA_DIR, bin_dir=None, socket_dir=SOCKET_DIR,
-                         creds=creds, timings=timings, client_networks=("samenet",))
+                         etcd=etcd, data_dir=DATA_DIR, bin_dir=None, socket_dir=SOCKET_DIR,
+                         creds=creds, timings=timings, client_networks=("samenet",), etcd_is_a_proxy=etcd_is_a_proxy)
     return node_config_text(config)
 
 
@@ -110,23 +115,29 @@ class ComposePatroniCluster(BasePatroniCluster):
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
-        self.stack = stack = ComposeStack.open(self.creds, profile=PROFILE, down_timeout=DOWN_TIMEOUT)
+        self.stack = stack = ComposeStack.open(self.creds, profile=PROFILE, extra_profiles=(faultproxy.PROFILE,),
+                                               down_timeout=DOWN_TIMEOUT)
         with stack.closed_on_failure():
             self._published = {variable: stack.reserve_endpoint() for variable in PUBLISHED}
+            faultproxy_api = stack.reserve_endpoint()
             stack.use_images(DEFAULT_IMAGES, HOW_TO_GET_IMAGES)
             stack.create_network()
+            # Each node reaches etcd through its link's fault proxy (chaoslab.network).
+            links = faultproxy.plan(stack.network, LINKS, {ETCD: ETCD_PORT}, COMPOSE_SERVICES)
             self.nodes_dir = self.run_dir.service_dir("patroni")
             for node in NODES:
                 write_node_config(self.nodes_dir / node, node_files(
-                    node, address=self.address(node), etcd=self.address(ETCD), creds=self.creds,
-                    timings=self.timings))
+                    node, address=self.address(node), etcd=links[Link(node, ETCD)][0], creds=self.creds,
+                    timings=self.timings, etcd_is_a_proxy=True))
                 self.log_path(node).touch()
             stack.add_haproxy(COMPOSE_SERVICES[HAPROXY]).write_config(
-                haproxy_source(), {node: self.address(node) for node in NODES})
-            stack.write_files(COMPOSE_SERVICES.values(), {"ETCD_ADDRESS": self.address(ETCD),
-                                                          "PATRONI_NODES_DIR": str(self.nodes_dir)}, self._published)
+                haproxy_source(), {node: Endpoint(self.address(node), PG_PORT) for node in NODES})
+            stack.write_files([*COMPOSE_SERVICES.values(), faultproxy.SERVICE],
+                              {"ETCD_ADDRESS": self.address(ETCD), "PATRONI_NODES_DIR": str(self.nodes_dir)},
+                              {**self._published, faultproxy.API_PORT_VARIABLE: faultproxy_api})
 
             self._up(ETCD)
+            self.fault_links = faultproxy.start(stack, faultproxy_api, links, LINKS)
             first, second = NODES
             self._up(first)
             wait_until(lambda: self.leader() == first and self.sql_role(first) == "primary", service=first,
@@ -146,6 +157,7 @@ class ComposePatroniCluster(BasePatroniCluster):
     def close(self) -> None:
         if self.stack is not None:
             self.stack.close()
+        self.fault_links = None
 
     @property
     def run_dir(self) -> rundir.RunDir | None:

@@ -32,7 +32,7 @@ COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
 CANDIDATE_SPACE = ipaddress.ip_network("172.30.0.0/16")
 # Fixed addresses at the bottom of the subnet; the engine hands out the top half only,
 # so a one-off container can never take a stopped node's address.
-HOST_NUMBERS = {"db-primary": 10, "db-replica": 11, "redis": 12, "haproxy": 13, "api": 14,
+HOST_NUMBERS = {"db-primary": 10, "db-replica": 11, "redis": 12, "haproxy": 13, "api": 14, "faultproxy": 15,
                 # the bonus topologies: the Sentinel group, in the brief's project ...
                 "redis-ha-1": 20, "redis-ha-2": 21, "sentinel-1": 22, "sentinel-2": 23, "sentinel-3": 24,
                 # ... and Patroni's, a project of its own (with the brief's redis service)

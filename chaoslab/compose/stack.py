@@ -53,11 +53,14 @@ class ComposeStack:
     """The compose project of one run, or a profile's services started beside one."""
 
     def __init__(self, run_dir: rundir.RunDir, command: list[str], environment: dict[str, str], *,
-                 profile: str | None = None, down_timeout: int, base: ComposeStack | None = None) -> None:
+                 profile: str | None = None, down_timeout: int, base: ComposeStack | None = None,
+                 extra_profiles: tuple[str, ...] = ()) -> None:
         self.run_dir: rundir.RunDir | None = run_dir
         self.command = command
         self.project = lab_project.project_name(run_dir)
         self.profile = profile
+        # Every profile the stack's commands enable: its own, and others whose services it starts too.
+        self.profiles = (*([profile] if profile else []), *extra_profiles)
         self.down_timeout = down_timeout   # seconds `down` gives a container to stop
         self.base = base
         self.network: lab_project.LabNetwork | None = base.network if base else None
@@ -66,6 +69,8 @@ class ComposeStack:
         self.images: dict[str, str] = {}
         self.services: list[str] = []
         self.haproxy: ContainerHAProxy | None = None
+        # What a service needs beyond its address and label, merged into its override entry.
+        self.service_overrides: dict[str, dict] = {}
         self.compose: Compose | None = None
         # A stack beside another names its files, logs included, after its profile.
         suffix = f"-{profile}" if base else ""
@@ -77,14 +82,15 @@ class ComposeStack:
         self.one_off_log = run_dir.path / f"one-off{suffix}.log"
 
     @classmethod
-    def open(cls, creds: Credentials, *, profile: str | None = None, down_timeout: int) -> ComposeStack:
+    def open(cls, creds: Credentials, *, profile: str | None = None, down_timeout: int,
+             extra_profiles: tuple[str, ...] = ()) -> ComposeStack:
         """A new run's stack, once the engine answers and what killed runs left is gone; nothing runs yet."""
         check_engine()
         command = detect_compose()
         rundir.reap_abandoned_runs()
         lab_project.reap_abandoned_projects()
         return cls(rundir.RunDir.create(), command, {**credentials_environment(creds), "PUBLISH_ADDRESS": LOCALHOST},
-                   profile=profile, down_timeout=down_timeout)
+                   profile=profile, down_timeout=down_timeout, extra_profiles=extra_profiles)
 
     def beside(self, profile: str) -> ComposeStack:
         """``profile``'s services, to start later in this project and network, with files of their own
@@ -141,14 +147,20 @@ class ComposeStack:
                     for name in self.services}
         if self.haproxy is not None:
             services[self.haproxy.service].update(self.haproxy.override())
+        for name, extra in self.service_overrides.items():
+            if name in services:
+                services[name].update(extra)
         return {"services": services, "networks": {"default": {"external": True, "name": self.network.name}}}
 
     # -- running ------------------------------------------------------------------------------------
     def run(self, *args: str, service: str, expected: str, timeout: float = 120,
             check: bool = True) -> subprocess.CompletedProcess:
-        """A compose command on this stack, its profile first; a failure names ``service``."""
-        profile = ("--profile", self.profile) if self.profile else ()
-        return self.compose(*profile, *args, service=service, expected=expected, timeout=timeout, check=check)
+        """A compose command on this stack, its profiles first; a failure names ``service``."""
+        return self.compose(*self._profile_arguments(), *args, service=service, expected=expected, timeout=timeout,
+                            check=check)
+
+    def _profile_arguments(self) -> list[str]:
+        return [argument for profile in self.profiles for argument in ("--profile", profile)]
 
     def wait_ready(self, service: str, probe: Probe, *, log: Path | str, timeout: float = 60,
                    compose_service: str | None = None) -> None:
@@ -164,7 +176,7 @@ class ComposeStack:
         """How to read a service's log (every service's without one) now, and where it is kept after the run."""
         if self.compose is None:
             return str(self.saved_logs)
-        profile = ["--profile", self.profile] if self.profile else []
+        profile = self._profile_arguments()
         named = [service] if service in self.services else []
         return f"{shlex.join([*self.compose.base, *profile, 'logs', *named])}; after the run: {self.saved_logs}"
 

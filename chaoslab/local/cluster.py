@@ -52,7 +52,7 @@ class LocalCluster(Cluster):
             for link in LINKS if self.links else ():   # its client reaches its service through the proxy
                 self.fault_links.create(link, Endpoint(LOCALHOST, port(None)), endpoints[link.target])
             self.nodes[PRIMARY].init_primary()
-            self.nodes[REPLICA].clone_from(self.nodes[PRIMARY], via=self._via(REPLICA, PRIMARY))
+            self.nodes[REPLICA].clone_from(self.nodes[PRIMARY], via=self.replication_source(REPLICA, PRIMARY))
             self.nodes[REPLICA].start()
             self.redis_node.start()
             self._apply_haproxy(self.haproxy_source, "restart")
@@ -189,15 +189,7 @@ class LocalCluster(Cluster):
         except OSError as exc:
             raise LabError(HAPROXY, f"its runtime API to answer {line!r}", self.haproxy.log, str(exc)) from None
 
-    def haproxy_view_of(self, service: str) -> Endpoint:
-        """Through the HAProxy → node link with the role-aware config, directly with the brief's.
-
-        The role-aware config checks each node's role, so a node it cannot reach is marked down
-        whatever the proxy does. The brief's has no check: it learns that a node is down from a
-        refused connection, which a proxy turns into one accepted then closed (Toxiproxy does
-        the same), and its scenarios measure that refusal (HAProxy's retries, F1)."""
-        if self.haproxy_config_name == "role_aware":
-            return self.fault_links.endpoint_for(HAPROXY, service) or self._endpoints[service]
+    def _node_address(self, service: str) -> Endpoint:
         return self._endpoints[service]
 
     # -- rebuilding roles ------------------------------------------------------------------------
@@ -205,13 +197,8 @@ class LocalCluster(Cluster):
         node = self.nodes[standby]
         node.process.stop()
         node.wipe()
-        node.clone_from(self.nodes[primary], via=self._via(standby, primary))
+        node.clone_from(self.nodes[primary], via=self.replication_source(standby, primary))
         node.start()
-
-    def _via(self, standby: str, primary: str) -> Endpoint | None:
-        """Where ``standby`` reaches ``primary`` for replication: its link's fault proxy when the
-        lab serves that link (the brief's orientation, db-replica to db-primary), else directly."""
-        return self.fault_links.endpoint_for(standby, primary)
 
     def redis_ha(self) -> LocalRedisHA:
         return LocalRedisHA(self.run_dir, ServerUser.detect())
@@ -220,5 +207,5 @@ class LocalCluster(Cluster):
         node = self.nodes[old_primary]
         if node.process.running():
             node.process.stop()
-        node.rewind_from(self.nodes[new_primary], via=self._via(old_primary, new_primary))
+        node.rewind_from(self.nodes[new_primary], via=self.replication_source(old_primary, new_primary))
         node.start()

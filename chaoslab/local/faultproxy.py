@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..faultproxy.client import ToxiproxyClient
-from ..network import FaultLinks
+from ..network import LINKS, FaultLinks, Link
 from ..rundir import RunDir
 from ..topology import Endpoint
 from .process import ServerProcess, ServerUser
@@ -36,5 +36,5 @@ class FaultProxyNode:
         self.process.wait_answering(lambda: self.client.answers() or None,
                                     expected=f"its Toxiproxy API to answer on {self.client.url}", timeout=timeout)
 
-    def fault_links(self, listen: dict[str, Endpoint]) -> FaultLinks:
-        return FaultLinks(self.client, listen, str(self.log))
+    def fault_links(self, listen: dict[str, Endpoint], links: tuple[Link, ...] = LINKS) -> FaultLinks:
+        return FaultLinks(self.client, listen, str(self.log), links)

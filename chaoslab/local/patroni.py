@@ -25,8 +25,10 @@ from ..rundir import RunDir, reap_abandoned_runs
 from ..topology import BRIEF_HAPROXY_READ_PORT, BRIEF_PORTS, HAPROXY, REDIS, REPLICA, Credentials, Endpoint
 from ..waits import wait_until
 from ..patroni.base import READ_BACKEND, WRITE_BACKEND, BasePatroniCluster
-from ..patroni.config import ETCD, LAB_TIMINGS, NODES, SCOPE, NodeAddresses, Timings, haproxy_source, render_haproxy
+from ..patroni.config import (ETCD, LAB_TIMINGS, LINKS, NODES, SCOPE, NodeAddresses, Timings, haproxy_source,
+                              render_haproxy)
 from .etcd import EtcdNode
+from .faultproxy import NAME as FAULTPROXY, FaultProxyNode
 from .haproxy import HAProxyNode
 from .patroni_node import PatroniNode
 from .postgres import find_bindir
@@ -71,6 +73,9 @@ class PatroniCluster(BasePatroniCluster):
         try:
             self._build(run_dir)
             self.etcd.start()
+            self.faultproxy.start()
+            for link in LINKS:
+                self.fault_links.create(link, self.fault_links.listen[link.name], self.etcd.client)
             for node in self.nodes.values():
                 node.write_files()
             first, second = (self.nodes[name] for name in NODES)
@@ -106,8 +111,14 @@ class PatroniCluster(BasePatroniCluster):
         # The postgres wrapper, run as the server user, records its process group there.
         user.own(run_dir.path / "pgroups")
         self.etcd = EtcdNode(ETCD, address(ETCD), address(f"{ETCD}-peer"), run_dir, user)
+        # Each node reaches etcd through its link's fault proxy (chaoslab.network), so that a
+        # scenario can cut one node, or all, from etcd.
+        self.faultproxy = FaultProxyNode(address(FAULTPROXY), run_dir)
+        self.fault_links = self.faultproxy.fault_links({link.name: address(f"link-{link.name}") for link in LINKS},
+                                                       links=LINKS)
         self.nodes = {name: PatroniNode(name, NodeAddresses(postgres=address(name), rest=address(f"{name}-rest")),
-                                        self.etcd.client, run_dir, user, self.creds, bindir, self.timings)
+                                        self.fault_links.endpoint_for(name, ETCD), run_dir, user, self.creds, bindir,
+                                        self.timings, etcd_is_a_proxy=True)
                       for name in NODES}
         self.redis_node = RedisNode(REDIS, address(REDIS, BRIEF_PORTS[REDIS]), run_dir, user)
         self.haproxy = HAProxyNode(HAPROXY, run_dir, user)
@@ -153,7 +164,7 @@ class PatroniCluster(BasePatroniCluster):
             except Exception:
                 leader = None
             steps += [node.stop for name, node in sorted(self.nodes.items(), key=lambda item: item[0] == leader)]
-            steps.append(self.etcd.process.stop)
+            steps += [self.etcd.process.stop, self.faultproxy.process.stop]
         for step in steps:
             try:
                 step()

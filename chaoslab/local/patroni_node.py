@@ -54,6 +54,7 @@ class PatroniNode:
     creds: Credentials
     bindir: Path
     timings: Timings = LAB_TIMINGS
+    etcd_is_a_proxy: bool = False   # ``etcd`` is its link's fault proxy
 
     def __post_init__(self) -> None:
         self.dir = self.run_dir.service_dir(self.name)
@@ -89,7 +90,7 @@ class PatroniNode:
         wrapper.chmod(0o755)
         config = node_config(self.name, addresses=self.addresses, etcd=self.etcd, data_dir=self.data,
                              bin_dir=self.bin, socket_dir=self.dir, creds=self.creds, timings=self.timings,
-                             synchronous_mode=synchronous_mode)
+                             synchronous_mode=synchronous_mode, etcd_is_a_proxy=self.etcd_is_a_proxy)
         self.config_path.touch(mode=0o600)
         self.config_path.write_text(node_config_text(config))
         os.chmod(self.config_path, 0o600)

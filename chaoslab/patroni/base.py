@@ -26,6 +26,7 @@ import requests
 from psycopg import sql
 
 from .. import haproxy_config, pg
+from ..network import LinkFaults
 from ..errors import LabError
 from ..phases import phase
 from ..topology import HAPROXY, REDIS, REPLICA, Credentials, Endpoint
@@ -37,7 +38,7 @@ READ_BACKEND = haproxy_config.READ_BACKEND     # servers UP here get reads (/rep
 SERVICES = (ETCD, *NODES, HAPROXY, REDIS)
 
 
-class BasePatroniCluster(abc.ABC):
+class BasePatroniCluster(LinkFaults, abc.ABC):
     """etcd + two Patroni nodes + HAProxy + Redis; a backend says where they are and how to break them."""
 
     name = "patroni"
@@ -126,8 +127,8 @@ class BasePatroniCluster(abc.ABC):
         return pg.conninfo(self.endpoint(service), self.creds, role=role)
 
     def endpoint_for(self, source: str, service: str) -> Endpoint:
-        """Where ``source`` reaches ``service``: directly, since this topology serves no links
-        through the fault proxy yet (chaoslab.network)."""
+        """Where ``source`` reaches ``service``: directly, since this topology serves only its
+        nodes' links to etcd through the fault proxy (chaoslab.network), not the API's."""
         return self.endpoint(service)
 
     def redis(self) -> redis_client.Redis:
@@ -273,19 +274,33 @@ class BasePatroniCluster(abc.ABC):
 
     def set_synchronous_mode(self, on: bool) -> None:
         """Patroni's synchronous_mode, in its dynamic configuration (etcd): no restart needed."""
-        if bool(self.dynamic_config().get("synchronous_mode", False)) == on:
+        self._set_mode("synchronous_mode", on)
+
+    def set_failsafe_mode(self, on: bool) -> None:
+        """Patroni's failsafe_mode (3.0+): a leader that loses etcd stays primary as long as it
+        reaches every member's REST API. Returns once the leader has written the member list it
+        needs to the failsafe key in etcd (its next loop), or once that key is gone."""
+        self._set_mode("failsafe_mode", on)
+        wait_until(lambda: self.failsafe_key_present() == on, service=SCOPE,
+                   expected=f"the failsafe key {'written' if on else 'removed'} in etcd by the leader",
+                   timeout=3 * self.timings.loop_wait + 10, interval=0.2, log=self.diagnostics())
+
+    def failsafe_key_present(self) -> bool:
+        response = requests.get(f"http://{self.endpoint(ETCD)}/v2/keys/service/{SCOPE}/failsafe", timeout=2)
+        return response.status_code == 200
+
+    def _set_mode(self, name: str, on: bool) -> None:
+        if bool(self.dynamic_config().get(name, False)) == on:
             return
         for node in NODES:
             if self.rest_may_answer(node):
                 try:
-                    response = requests.patch(f"http://{self.rest_endpoint(node)}/config",
-                                              json={"synchronous_mode": on}, timeout=5)
+                    response = requests.patch(f"http://{self.rest_endpoint(node)}/config", json={name: on}, timeout=5)
                 except requests.RequestException:
                     continue
                 if response.ok:
                     return
-        raise LabError(SCOPE, f"PATCH /config to set synchronous_mode={on}", self.diagnostics(),
-                       "no node accepted it")
+        raise LabError(SCOPE, f"PATCH /config to set {name}={on}", self.diagnostics(), "no node accepted it")
 
     # -- HAProxy ----------------------------------------------------------------------------------
     def haproxy_servers_up(self, backend: str = WRITE_BACKEND) -> set[str]:
@@ -314,10 +329,13 @@ class BasePatroniCluster(abc.ABC):
         Cheap when the previous scenario left things healthy; a standby that cannot
         rejoin by itself (pg_rewind impossible) is rebuilt with ``patronictl reinit``.
         """
+        if self.fault_links is not None:
+            self.fault_links.heal_all()
         self._ensure_running()
         wait_until(lambda: self.leader() is not None, service=SCOPE, expected="a leader", timeout=60,
                    interval=0.2, log=self.diagnostics())
         self.set_synchronous_mode(synchronous)
+        self._set_mode("failsafe_mode", False)
         try:
             leader = self.wait_replication(synchronous, timeout=60)
         except LabError:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import haproxy_config
+from ..network import Link
 from ..topology import Credentials, Endpoint
 
 SCOPE = "chaoslab"               # the Patroni cluster's name (its keys in etcd, PostgreSQL's cluster_name)
@@ -79,6 +80,11 @@ class Timings:
 LAB_TIMINGS = Timings()
 
 
+# The topology's links (chaoslab.network): each node's Patroni to etcd (its leader key, its
+# member key, the cluster's state).
+LINKS = tuple(Link(node, ETCD) for node in NODES)
+
+
 @dataclass(frozen=True)
 class NodeAddresses:
     postgres: Endpoint
@@ -88,7 +94,7 @@ class NodeAddresses:
 def node_config(name: str, *, addresses: NodeAddresses, etcd: Endpoint, data_dir: Path, bin_dir: Path | None,
                 socket_dir: Path, creds: Credentials, timings: Timings = LAB_TIMINGS,
                 synchronous_mode: bool = False, listen: NodeAddresses | None = None,
-                client_networks: tuple[str, ...] = ("127.0.0.1/32",)) -> dict:
+                client_networks: tuple[str, ...] = ("127.0.0.1/32",), etcd_is_a_proxy: bool = False) -> dict:
     """One node's patroni.yml, as a dict (written as JSON, which YAML reads as it is).
 
     ``bootstrap.dcs`` only counts for the node that initialises the cluster; the
@@ -96,7 +102,9 @@ def node_config(name: str, *, addresses: NodeAddresses, etcd: Endpoint, data_dir
     and etcd's member list reach this node; ``listen`` where it binds, if that
     differs (a container binds every address). ``client_networks`` may connect over
     TCP, with a password: the nodes' and HAProxy's addresses. ``bin_dir`` None:
-    PostgreSQL's programs are on PATH (an image).
+    PostgreSQL's programs are on PATH (an image). ``etcd_is_a_proxy``: the node reaches
+    etcd through its link's fault proxy; Patroni must then not ask etcd for its members'
+    addresses and go round it (etcd's ``use_proxies``).
     """
     pg = addresses.postgres
     bound = listen or addresses
@@ -108,7 +116,7 @@ def node_config(name: str, *, addresses: NodeAddresses, etcd: Endpoint, data_dir
         "name": name,
         "log": {"level": "INFO", "format": "%(asctime)s %(levelname)s: %(message)s"},
         "restapi": {"listen": str(bound.rest), "connect_address": str(addresses.rest)},
-        DCS_API: {"hosts": [str(etcd)], "protocol": "http"},
+        DCS_API: {"hosts": [str(etcd)], "protocol": "http", **({"use_proxies": True} if etcd_is_a_proxy else {})},
         "bootstrap": {
             "dcs": {
                 "ttl": timings.ttl,
