@@ -161,11 +161,12 @@ CUT_S = 10
 
 
 def test_a_cut_replication_link_keeps_the_wal_in_the_slot_and_the_replica_catches_up(lab, api, measure):
-    """The link blackholed for 10 s under writes: the primary keeps the WAL the replica has not
+    """The replica partitioned from the primary for 10 s under writes: the primary keeps the WAL the replica has not
     confirmed (its slot's restart_lsn stays behind), and once healed the replica replays every
     acknowledged write."""
     primary = lab.endpoint(PRIMARY)
-    lab.fault_link("blackhole", REPLICA, PRIMARY)
+    lab.partition(REPLICA, PRIMARY)
+    assert not lab.reaches(REPLICA, PRIMARY), f"the partition left a path from {REPLICA} to {PRIMARY}"
     workload = steps.failover_workload(api, max_seconds=CUT_S, max_ops=3000)
     workload.start()
     assert workload.join(timeout=CUT_S + 20), "the write load did not stop within its bounds"
@@ -173,7 +174,7 @@ def test_a_cut_replication_link_keeps_the_wal_in_the_slot_and_the_replica_catche
                             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) FROM pg_replication_slots "
                             "WHERE slot_name = %s", (slot_name(REPLICA),), role="superuser", dbname="postgres")
     behind = checkers.check_lost_writes(workload.history, steps.present_names(lab, REPLICA))
-    lab.fault_link("heal", REPLICA, PRIMARY)
+    lab.heal_network()
     healed = time.monotonic()
     lab.wait_caught_up(timeout=60)
     measure("wal_retained_bytes", int(retained), "B")
@@ -251,6 +252,48 @@ def test_a_throttled_replication_link_lets_the_lag_grow_under_writes_then_catche
     assert after.lost == 0, f"{after.lost} acknowledged writes never reached the replica after the link healed"
 
 
+def _primary_sees_replayed(lab, lsn: str) -> bool:
+    """Whether the primary's pg_stat_replication says the replica replayed ``lsn`` (its view,
+    from the replica's own reports)."""
+    return bool(pg.query_one(lab.endpoint(PRIMARY), lab.creds,
+                             "SELECT coalesce(bool_or(replay_lsn >= %s::pg_lsn), false) FROM pg_stat_replication "
+                             "WHERE application_name = %s", (lsn, REPLICA), role="superuser", dbname="postgres"))
+
+
+ONE_WAY_S = 2   # how long a one-way partition is watched for what does not happen
+
+
+@pytest.mark.parametrize("direction", ["from_first", "from_second"], ids=["primary_unheard", "replica_unheard"])
+def test_a_one_way_partition_on_replication_misleads_one_side(lab, api, measure, direction):
+    """A partition one way only. What the primary sends is lost (primary unheard): the replica
+    replays nothing more, and says so (its reports still reach the primary, whose view of the
+    lag is right). What the replica sends is lost (replica unheard): the WAL still flows and the
+    replica replays every write, but its reports never arrive, so the primary's
+    pg_stat_replication still shows it behind: a lag that is not there."""
+    lab.wait_caught_up()
+    lab.partition(PRIMARY, REPLICA, direction)
+    for i in range(10):
+        api_client.create(api.base_url, f"one-way-{i}", 100)
+    lsn = pg.current_lsn(lab.endpoint(PRIMARY), lab.creds)
+    replica = lab.endpoint(REPLICA)
+    if direction == "from_first":
+        time.sleep(ONE_WAY_S)   # the window in which nothing may reach the replica
+        replayed, seen_by_primary = pg.replayed(replica, lab.creds, lsn), _primary_sees_replayed(lab, lsn)
+        assert not replayed, "the replica replayed WAL that the primary sent while it could not be heard"
+        assert not seen_by_primary, "the primary believes the replica replayed WAL it never received"
+    else:
+        lab.wait_replayed(REPLICA, lsn)   # the replica's own word
+        time.sleep(ONE_WAY_S)             # the window in which the primary may not learn it
+        seen_by_primary = _primary_sees_replayed(lab, lsn)
+        assert not seen_by_primary, (
+            "the primary saw the replica's progress although every report of the replica was dropped")
+    measure("partition_direction", direction)
+    lab.heal_network()
+    wait_until(lambda: _primary_sees_replayed(lab, lsn), service=PRIMARY,
+               expected=f"pg_stat_replication to show the replica at {lsn} once healed", timeout=30, interval=0.2,
+               log=lab.log_path(PRIMARY))
+
+
 # -- the API's link to HAProxy (its writes) ------------------------------------------------------
 def test_a_write_whose_answer_is_reset_is_reported_unknown_and_not_duplicated(lab, api, measure):
     """The connection from the API to HAProxy is reset after the primary committed a POST but
@@ -309,7 +352,7 @@ def _write_directly(lab, node: str, names: list[str]) -> int:
 
 @pytest.mark.parametrize("fencing", [None, "stop", "read_only"])
 def test_a_primary_cut_off_from_haproxy_then_replaced_is_a_split_brain_unless_fenced(lab, api, measure, fencing):
-    """Role-aware config; the HAProxy → db-primary link blackholed, db-primary alive. HAProxy
+    """Role-aware config; db-primary partitioned from HAProxy (both ways), and alive. HAProxy
     marks it down (its own `show stat`), the operator promotes db-replica, and HAProxy sends the
     API's writes there. A client that still reaches db-primary directly keeps writing to it: two
     nodes take writes, counted in each node's own table, in two histories (a split brain: the
@@ -317,10 +360,11 @@ def test_a_primary_cut_off_from_haproxy_then_replaced_is_a_split_brain_unless_fe
     before the promotion (shut down, or read-only) leaves it no write at all."""
     prefix = f"split-{fencing or 'none'}-{time.monotonic_ns()}"
     lab.use_haproxy_config("role_aware")
-    lab.fault_link("blackhole", HAPROXY, PRIMARY)
+    lab.partition(HAPROXY, PRIMARY)
     cut_at = time.monotonic()
+    assert not lab.reaches(HAPROXY, PRIMARY), f"the partition left a path from {HAPROXY} to {PRIMARY}"
     wait_until(lambda: PRIMARY not in lab.haproxy_servers_up(), service=HAPROXY,
-               expected=f"{PRIMARY} marked down once its link is blackholed", timeout=15, interval=0.05,
+               expected=f"{PRIMARY} marked down once cut off from HAProxy", timeout=15, interval=0.05,
                log=lab.log_path(HAPROXY))
     measure("haproxy_marked_down_s", round(time.monotonic() - cut_at, 2), "s")
     assert not pg.in_recovery(lab.endpoint(PRIMARY), lab.creds), f"{PRIMARY} is no longer a primary: not cut off but broken"

@@ -27,7 +27,7 @@ import pytest
 from chaoslab import checkers, pg, steps
 from chaoslab.checkers import FAULT, NEW_PRIMARY
 from chaoslab.patroni import LAB_TIMINGS
-from chaoslab.patroni.config import ETCD
+from chaoslab.patroni.config import ETCD, NODES
 from chaoslab.patroni.base import WRITE_BACKEND, BasePatroniCluster
 from chaoslab.topology import HAPROXY
 from chaoslab.waits import wait_until
@@ -281,7 +281,7 @@ def _demoted_after(samples, cut_at: float) -> float | None:
 @pytest.mark.network
 def test_leader_cut_off_from_etcd_demotes_itself_before_another_is_elected(patroni_lab, patroni_api, measure,
                                                                             request, synchronous):
-    """The leader's link to etcd blackholed; the node itself is fine and still reaches the other.
+    """The leader partitioned from etcd; the node itself is fine and still reaches the other.
     It cannot renew its leader key, so Patroni demotes it (within loop_wait + retry_timeout),
     before the key expires (ttl) and the other node is elected: at no moment do both nodes
     accept writes, as each node's own pg_is_in_recovery() and direct writes to each say.
@@ -298,19 +298,23 @@ def test_leader_cut_off_from_etcd_demotes_itself_before_another_is_elected(patro
             observers.enter_context(observer)
         steps.wait_for_new_acks(workload, 30)
         cut_at = history.mark(FAULT).time
-        lab.fault_link("blackhole", old, ETCD)
+        lab.partition(old, ETCD)
+        cut_off = not lab.reaches(old, ETCD) and lab.reaches(old, new_node)   # the network's own word
         new = lab.wait_new_leader(old, timeout=ELECTION_DEADLINE_S)
         history.mark(NEW_PRIMARY)
         steps.wait_for_writes_through_api(api, timeout=WRITE_DEADLINE_S)
         steps.wait_for_new_acks(workload, 20)
-        lab.fault_link("heal", old, ETCD)
+        lab.heal_network()
+        healed = lab.reaches(old, ETCD)
         lab.wait_rejoined(old, timeout=REJOIN_DEADLINE_S)
         history.mark("rejoined")
         steps.wait_for_new_acks(workload, 20)
 
     verdict = steps.judge_failover(history, steps.present_names(lab, HAPROXY), measure, request, kind="network",
-                                   scenario="etcd_cut", fault="lien du leader vers etcd coupé (blackhole)",
+                                   scenario="etcd_cut", fault="leader isolé d'etcd (partition)",
                                    synchronous="on" if synchronous else "off", old_primary=old, new_primary=new)
+    assert cut_off, f"the partition should cut {old} from {ETCD} only, not from {new_node}"
+    assert healed, f"{old} still could not reach {ETCD} once the partition healed"
     last_old_primary = _last(roles[old].samples, "primary", cut_at)
     first_new_primary = _first(roles[new].samples, "primary", cut_at)
     last_old_write = _last(writable[old].samples, True, cut_at)
@@ -340,7 +344,7 @@ ETCD_OUTAGE_S = LAB_TIMINGS.ttl + LAB_TIMINGS.loop_wait + LAB_TIMINGS.retry_time
 @pytest.mark.parametrize("synchronous", [False], ids=["async"])
 @pytest.mark.parametrize("failsafe", [False, True], ids=["failsafe_off", "failsafe_on"])
 def test_etcd_unreachable_from_every_node(patroni_lab, patroni_api, measure, synchronous, failsafe):
-    """Every node's link to etcd blackholed for longer than the leader key's lease. Without
+    """Every node partitioned from etcd for longer than the leader key's lease. Without
     failsafe_mode the leader cannot prove it still leads, so Patroni makes it read-only: writes
     stop until etcd is back, though nothing is wrong with PostgreSQL. With failsafe_mode, the
     leader reaches every member's REST API (POST /failsafe) and stays primary: writes go on."""
@@ -353,12 +357,13 @@ def test_etcd_unreachable_from_every_node(patroni_lab, patroni_api, measure, syn
     with workload, role:
         steps.wait_for_new_acks(workload, 30)
         cut_at = time.monotonic()
-        lab.fault_network("blackhole", ETCD)
+        for node in NODES:
+            lab.partition(node, ETCD)
         # Writes sent in the outage's second half: past the lease, whatever Patroni decided holds.
         history.mark("lease-expired", at=cut_at + ETCD_OUTAGE_S / 2)
         time.sleep(ETCD_OUTAGE_S)   # the outage's length, not a wait for a state
         healed_at = history.mark("etcd-back").time
-        lab.fault_network("heal", ETCD)
+        lab.heal_network()
         lab.wait_replication(timeout=REJOIN_DEADLINE_S)
         steps.wait_for_writes_through_api(api, timeout=WRITE_DEADLINE_S)
         steps.wait_for_new_acks(workload, 20)

@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                 api.fault(args.action)
         elif args.command == "fault" and args.action == HEAL and args.service is None:
             with recorded(lab.run_dir, "fault", HEAL):
-                lab.network_faults_here().heal_all()
+                lab.network_faults_here()
+                lab.cluster.heal_network()
         elif args.command == "fault" and args.action == PARTITION:
             if args.service is None or args.other is None:
                 parser.error(f"fault {PARTITION}: which two services? e.g. `fault {PARTITION} db-primary db-replica`")

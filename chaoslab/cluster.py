@@ -335,8 +335,7 @@ class Cluster(LinkFaults, abc.ABC):
         Cheap when nothing changed (a few queries); after a failover it rebuilds the
         replica, so that every scenario starts from the same lab whatever ran before.
         """
-        if self.fault_links is not None:
-            self.fault_links.heal_all()
+        self.heal_network()
         for service in SERVICES:
             if self.is_paused(service):
                 self._resume(service)

@@ -123,11 +123,12 @@ class HandsOnLab(abc.ABC):
         self._fault(action, service)
 
     def partition(self, one: str, other: str) -> None:
-        """Every link between two services cut both ways (chaoslab.network.FaultLinks.partition)."""
+        """The two services cut from each other both ways (chaoslab.network.LinkFaults.partition)."""
         for service in (one, other):
             if service != API:
                 self.check_service(service)
-        self.network_faults_here().partition(one, other)
+        self.network_faults_here()
+        self.cluster.partition(one, other)
 
     # Whether the topology's API reaches its services through the fault proxy's links.
     has_links = False

@@ -12,6 +12,7 @@ lab routes it through links).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -116,10 +117,31 @@ class FaultLinks:
                                       f"{', '.join(str(link) for link in served) or 'none'})", self.log)
         return links
 
-    def partition(self, one: str, other: str) -> None:
-        """Every link between the two services blackholed, both ways: a partition as far as the
-        lab's links go (the connections stay open and hold what is sent, as TCP does)."""
-        self.apply_to("blackhole", self.links_between(one, other), {})
+    def partition(self, one: str, other: str, direction: str = "both", links: list[Link] | None = None) -> None:
+        """Every link between the two services blackholed (the connections stay open and hold what
+        is sent, as TCP does): both ways, or only what ``one`` sends (``from_first``) or what
+        ``other`` sends (``from_second``)."""
+        links = self.links_between(one, other) if links is None else links
+        if direction == "both":
+            self.apply_to("blackhole", links, {})
+            return
+        sender = one if direction == "from_first" else other
+        applied: list[Link] = []
+        try:
+            for link in links:
+                applied.append(link)
+                # Upstream is what the link's client sends; downstream what its service answers.
+                stream = "upstream" if link.source == sender else "downstream"
+                self.client.add_toxic(link.name, "timeout", {"timeout": 0}, stream=stream,
+                                      name=f"chaoslab_timeout_{stream}")
+        except LabError:
+            for link in applied:
+                self.heal(link)
+            raise
+
+    def served_between(self, one: str, other: str) -> list[Link]:
+        """The links served between two services, maybe none."""
+        return [link for link in self.links if link.name in self.listen and {link.source, link.target} == {one, other}]
 
     def apply(self, action: str, service: str, parameters: dict[str, int]) -> None:
         """The fault on every link of ``service``."""
@@ -191,12 +213,75 @@ def parameters_for(action: str, given: dict[str, int | None]) -> dict[str, int]:
     return values
 
 
+PARTITION_DIRECTIONS = ("both", "from_first", "from_second")
+# What a client says first to each kind of service, so that an answer proves the path carries
+# data both ways (a proxy accepts a connection even when its link holds everything).
+_POSTGRES_SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"   # answered with one byte, N or S
+FIRST_WORDS = {REDIS: b"PING\r\n", "etcd": b"GET /version HTTP/1.0\r\n\r\n"}
+PROBE_TIMEOUT_S = 1.0
+
+
+def answers_through(endpoint: Endpoint, service: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether ``service`` at ``endpoint`` answers its protocol's first words within ``timeout``."""
+    try:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(FIRST_WORDS.get(service, _POSTGRES_SSL_REQUEST))
+            return bool(sock.recv(1))
+    except OSError:
+        return False
+
+
 class LinkFaults:
-    """What a lab whose links may go through a fault proxy offers: a network fault on one link."""
+    """What a lab whose links may go through a fault proxy offers: network faults on its links,
+    and partitions between its services."""
 
     name: str
     # The lab's fault proxy, if it serves the topology's links through one.
     fault_links: FaultLinks | None = None
+    # Packet-level partitions (iptables rules in the services' own network namespaces), where
+    # the backend can make them (chaoslab.compose.partitions).
+    partitions = None
+
+    def partition(self, one: str, other: str, direction: str = "both") -> None:
+        """``one`` and ``other`` stop hearing each other by any path (``both``), or only what
+        ``one`` sends is lost (``from_first``), or only what ``other`` sends (``from_second``).
+
+        Packets between them are dropped where the backend can (compose: iptables), and every
+        link between them served through the fault proxy is blackholed too, since a proxied
+        connection goes round such rules. Where the backend drops no packet (local processes
+        share one address), the links are the partition: it reaches as far as they go."""
+        if direction not in PARTITION_DIRECTIONS:
+            raise ValueError(f"unknown direction {direction!r}; known: {', '.join(PARTITION_DIRECTIONS)}")
+        with phase("fault"):
+            links = self.fault_links.served_between(one, other) if self.fault_links is not None else []
+            if self.partitions is None:
+                self.require_fault_links().partition(one, other, direction)   # says which links there are
+                return
+            self.partitions.drop(one, other, direction)
+            if links:
+                try:
+                    self.fault_links.partition(one, other, direction, links)
+                except LabError:
+                    self.partitions.heal()
+                    raise
+
+    def reaches(self, source: str, target: str) -> bool:
+        """Whether ``source`` can talk to ``target`` now, by the path the lab gives it: evidence
+        from the network, not from either service. Where packets can be dropped, the backend
+        asks from inside ``source`` (compose: a connection from its container); else the path is
+        the pair's link, probed with the target's protocol (a blackholed link still accepts)."""
+        if self.partitions is not None:
+            return self.partitions.reaches(source, target)
+        endpoint = self.fault_links.endpoint_for(source, target) if self.fault_links is not None else None
+        return answers_through(endpoint or self.endpoint(target), target)
+
+    def heal_network(self) -> None:
+        """Every network fault gone: the links' toxics and the partitions' rules."""
+        if self.fault_links is not None:
+            self.fault_links.heal_all()
+        if self.partitions is not None:
+            self.partitions.heal()
 
     def require_fault_links(self) -> FaultLinks:
         if self.fault_links is None:

@@ -28,6 +28,7 @@ from . import faultproxy, haproxy
 from . import project as lab_project
 from .cli import docker
 from .containers import Containers
+from .partitions import ContainerPartitions
 from .probe import Probe, pong
 from .sentinel import ComposeRedisHA
 from .stack import ComposeStack
@@ -80,6 +81,7 @@ class ComposeCluster(Cluster):
                               {**{variable: self._endpoints[service] for service, (variable, _) in PUBLISHED.items()},
                                faultproxy.API_PORT_VARIABLE: faultproxy_api})
             self.fault_links = faultproxy.start(stack, faultproxy_api, links, LINKS)
+            self.partitions = ContainerPartitions(stack.containers, self.network.address, CONTAINER_PORTS)
             stack.run("up", "-d", *SERVICES, service="lab", expected="`up -d` to start the stack", timeout=300)
             self._check_published_ports()
             for service in SERVICES:
@@ -90,7 +92,7 @@ class ComposeCluster(Cluster):
     def close(self) -> None:
         if self.stack is not None:
             self.stack.close()
-        self.fault_links = None
+        self.fault_links = self.partitions = None
 
     def _check_published_ports(self) -> None:
         """Read the published ports back from compose (pytest-docker's port_for)."""

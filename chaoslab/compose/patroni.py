@@ -34,6 +34,7 @@ from ..topology import HAPROXY, REDIS, REPLICA, Credentials, Endpoint
 from ..waits import wait_until
 from . import faultproxy, haproxy
 from . import project as lab_project
+from .partitions import ContainerPartitions
 from .probe import Probe, pong
 from .stack import ComposeStack
 
@@ -138,6 +139,10 @@ class ComposePatroniCluster(BasePatroniCluster):
 
             self._up(ETCD)
             self.fault_links = faultproxy.start(stack, faultproxy_api, links, LINKS)
+            self.partitions = ContainerPartitions(
+                stack.containers, self.address, {ETCD: ETCD_PORT, **{node: PG_PORT for node in NODES},
+                                                 REDIS: REDIS_PORT, HAPROXY: haproxy.WRITE_PORT},
+                COMPOSE_SERVICES.__getitem__)
             first, second = NODES
             self._up(first)
             wait_until(lambda: self.leader() == first and self.sql_role(first) == "primary", service=first,
@@ -157,7 +162,7 @@ class ComposePatroniCluster(BasePatroniCluster):
     def close(self) -> None:
         if self.stack is not None:
             self.stack.close()
-        self.fault_links = None
+        self.fault_links = self.partitions = None
 
     @property
     def run_dir(self) -> rundir.RunDir | None:

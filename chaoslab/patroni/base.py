@@ -329,8 +329,7 @@ class BasePatroniCluster(LinkFaults, abc.ABC):
         Cheap when the previous scenario left things healthy; a standby that cannot
         rejoin by itself (pg_rewind impossible) is rebuilt with ``patronictl reinit``.
         """
-        if self.fault_links is not None:
-            self.fault_links.heal_all()
+        self.heal_network()
         self._ensure_running()
         wait_until(lambda: self.leader() is not None, service=SCOPE, expected="a leader", timeout=60,
                    interval=0.2, log=self.diagnostics())
