@@ -95,15 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     fault = commands.add_parser(
         "fault", help="inject a fault into a service, or into the network links to it",
         description="Process faults: " + ", ".join(FAULTS) + ". Network faults on the links to a service "
-                    "(the brief's topology: the API's to Redis, HAProxy and db-replica, and replication): "
+                    "(the brief's topology: the API's to Redis, HAProxy and db-replica, replication, and HAProxy's to "
+                    "the nodes; patroni: each node's to etcd): "
                     + ", ".join(NETWORK_FAULTS) + f"; `{PARTITION} A B` blackholes every link between two "
                     f"services; `{HEAL}` removes them (from every link when no service is named).")
     fault.add_argument("action", choices=[*FAULTS, *NETWORK_FAULTS, PARTITION, HEAL])
     fault.add_argument("service", nargs="?", help=f"a service of the running lab (`status` lists them), or {API}")
     fault.add_argument("other", nargs="?", help=f"{PARTITION}: the service on the other side")
-    fault.add_argument("--ms", type=int, help="latency: the delay added to each answer, in ms")
+    fault.add_argument("--ms", type=int, help="latency: the delay added to each answer; slow_close: the delay "
+                                              "of a close, in ms")
     fault.add_argument("--jitter-ms", type=int, help="latency: plus or minus up to this, in ms")
     fault.add_argument("--kbps", type=int, help="bandwidth: the rate, in KB/s")
+    fault.add_argument("--bytes", type=int, help="limit_data: bytes from the service before each connection closes")
     promote = commands.add_parser("promote", help="promote a standby (TP F2); on patroni, a switchover")
     promote.add_argument("service", nargs="?", default=REPLICA)
     promote.add_argument("--method", choices=PROMOTE_METHODS, help="brief and sentinel: pg_ctl (default) or sql")
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"fault {args.action} takes one service, not {args.service} and {args.other}")
             if args.service is None:
                 parser.error(f"fault {args.action}: which service? (`python -m chaoslab status` lists them)")
-            parameters = {"ms": args.ms, "jitter_ms": args.jitter_ms, "kbps": args.kbps}
+            parameters = {"ms": args.ms, "jitter_ms": args.jitter_ms, "kbps": args.kbps, "bytes": args.bytes}
             with recorded(lab.run_dir, "fault", f"{args.action} {args.service}",
                           on_primary=lab.leads(args.service)):
                 lab.fault(args.action, args.service, **parameters)

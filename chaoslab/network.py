@@ -78,6 +78,14 @@ NETWORK_FAULTS = {
         lambda p: [{"name": "chaoslab_reset", "type": "reset_peer", "stream": "downstream",
                     "attributes": {"timeout": 0}}]),
     "down": NetworkFault("connexions fermées, et refusées tant que le lien est coupé", lambda p: []),
+    "slow_close": NetworkFault(
+        "la fermeture d'une connexion par le service arrive au client N ms plus tard",
+        lambda p: [{"name": "chaoslab_slow_close", "type": "slow_close", "stream": "downstream",
+                    "attributes": {"delay": p["ms"]}}], ("ms",)),
+    "limit_data": NetworkFault(
+        "chaque connexion est fermée une fois N octets reçus du service",
+        lambda p: [{"name": "chaoslab_limit_data", "type": "limit_data", "stream": "downstream",
+                    "attributes": {"bytes": p["bytes"]}}], ("bytes",)),
 }
 HEAL = "heal"
 PARTITION = "partition"   # between two services: `fault partition db-primary db-replica`
@@ -210,6 +218,8 @@ def parameters_for(action: str, given: dict[str, int | None]) -> dict[str, int]:
                              f"from 0 to 600000")
     if action == "bandwidth" and values["kbps"] == 0:
         raise ValueError("fault bandwidth: --kbps 0 lets nothing through; say `blackhole` for that")
+    if action == "limit_data" and values["bytes"] == 0:
+        raise ValueError("fault limit_data: --bytes 0 closes every connection at once; say `down` for that")
     return values
 
 

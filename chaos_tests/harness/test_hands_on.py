@@ -344,6 +344,15 @@ def test_a_network_fault_on_redis_shows_in_status_and_heals(hands_on_lab):
     assert "network faults" not in chaoslab("status").stdout
     wait_until(lambda: json.loads(pasted(health))["status"] == "ok", service="api",
                expected="/health ok once the link healed", timeout=15, interval=0.2)
+    # Toxiproxy's other toxics, by hand (what they do to a connection: chaos_tests/unit/test_faultproxy.py).
+    assert chaoslab("fault", "slow_close", "redis", "--ms", "200").returncode == 0
+    limited = chaoslab("fault", "limit_data", "db-replica", "--bytes", "100000")
+    assert limited.returncode == 0, limited.stderr
+    assert "api_to_redis: slow_close downstream delay=200" in limited.stdout, limited.stdout
+    assert "api_to_db_replica: limit_data downstream bytes=100000" in limited.stdout, limited.stdout
+    zero = chaoslab("fault", "limit_data", "redis", "--bytes", "0")
+    assert zero.returncode == 2 and "say `down` for that" in zero.stderr, zero.stderr
+    assert chaoslab("fault", "heal").returncode == 0
 
 
 def test_a_partition_between_two_services_by_hand(hands_on_lab):
