@@ -94,7 +94,7 @@ class ApiServer:
 
     def environment(self, **settings: str) -> dict[str, str]:
         def reach(service: str):   # through the link's fault proxy, where the lab serves that link
-            return self.cluster.endpoint_for(API, service)
+            return self.cluster.path(API, service)
         redis = reach(REDIS)
         env = {
             "DB_WRITE_DSN": pg.conninfo(reach(HAPROXY), self.cluster.creds),

@@ -139,10 +139,12 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     Measure("haproxy_marked_down_s", "s", "primary marqué DOWN par HAProxy",
             "de la coupure du lien HAProxy → primary à l'état DOWN du primary dans `show stat` de HAProxy"),
     Measure("demoted_after_s", "s", "leader rétrogradé après",
-            "de la coupure du lien vers etcd au premier échantillon (toutes les 50 ms) où le PostgreSQL du leader "
-            "ne se dit plus primary"),
+            "de la coupure vers etcd au premier échantillon (toutes les 50 ms) où le PostgreSQL du leader se dit "
+            "standby (`pg_is_in_recovery()`)"),
     Measure("no_primary_s", "s", "aucun primary pendant",
             "du dernier échantillon où l'ancien leader se dit primary au premier où le nouveau le dit"),
+    Measure("writes_back_after_heal_s", "s", "écritures de retour après",
+            "de la fin de la partition au premier `POST` acquitté par l'API inchangée"),
     Measure("writes_acked_without_etcd", "", "écritures acquittées sans etcd",
             "écritures de l'API envoyées dans la seconde moitié de la coupure d'etcd et acquittées avant son retour"),
     Measure("writes_on_old_primary", "", "écritures acceptées par l'ancien primary",

@@ -142,11 +142,12 @@ class Cluster(LinkFaults, abc.ABC):
     def rejoin(self, old_primary: str, new_primary: str) -> None:
         """Turn a stopped ex-primary into a standby of the new primary with pg_rewind."""
 
-    def endpoint_for(self, source: str, service: str) -> Endpoint:
-        """Where ``source`` reaches ``service``: its link's fault proxy when the backend serves
-        that link through one, else the service itself."""
-        proxied = self.fault_links.endpoint_for(source, service) if self.fault_links is not None else None
-        return proxied or self.endpoint(service)
+    def path(self, source: str, target: str) -> Endpoint:
+        """Where ``source`` connects to reach ``target``; HAProxy reaches a node where its config
+        says (through the node's link with the role-aware config only)."""
+        if source == HAPROXY and target in DB_NODES:
+            return self.haproxy_view_of(target)
+        return super().path(source, target)
 
     def replication_source(self, standby: str, primary: str) -> Endpoint | None:
         """Where ``standby`` reaches ``primary`` for replication when it goes through its link's

@@ -224,19 +224,22 @@ def parameters_for(action: str, given: dict[str, int | None]) -> dict[str, int]:
 
 
 PARTITION_DIRECTIONS = ("both", "from_first", "from_second")
-# What a client says first to each kind of service, so that an answer proves the path carries
-# data both ways (a proxy accepts a connection even when its link holds everything).
-_POSTGRES_SSL_REQUEST = b"\x00\x00\x00\x08\x04\xd2\x16\x2f"   # answered with one byte, N or S
-FIRST_WORDS = {REDIS: b"PING\r\n", "etcd": b"GET /version HTTP/1.0\r\n\r\n"}
+# What a client says first in each protocol, so that an answer proves the path carries data
+# both ways (a proxy accepts a connection even when its link holds everything).
+FIRST_WORDS = {
+    "postgresql": b"\x00\x00\x00\x08\x04\xd2\x16\x2f",   # an SSLRequest: answered with one byte, N or S
+    "redis": b"PING\r\n",
+    "http": b"GET /version HTTP/1.0\r\n\r\n",
+}
 PROBE_TIMEOUT_S = 1.0
 
 
-def answers_through(endpoint: Endpoint, service: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """Whether ``service`` at ``endpoint`` answers its protocol's first words within ``timeout``."""
+def answers_through(endpoint: Endpoint, protocol: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether the server at ``endpoint`` answers ``protocol``'s first words within ``timeout``."""
     try:
         with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout) as sock:
             sock.settimeout(timeout)
-            sock.sendall(FIRST_WORDS.get(service, _POSTGRES_SSL_REQUEST))
+            sock.sendall(FIRST_WORDS[protocol])
             return bool(sock.recv(1))
     except OSError:
         return False
@@ -283,8 +286,16 @@ class LinkFaults:
         the pair's link, probed with the target's protocol (a blackholed link still accepts)."""
         if self.partitions is not None:
             return self.partitions.reaches(source, target)
-        endpoint = self.fault_links.endpoint_for(source, target) if self.fault_links is not None else None
-        return answers_through(endpoint or self.endpoint(target), target)
+        return answers_through(self.path(source, target), self.protocol(source, target))
+
+    def protocol(self, source: str, target: str) -> str:
+        """What ``source`` speaks to ``target`` (a key of FIRST_WORDS)."""
+        return {REDIS: "redis", "etcd": "http"}.get(target, "postgresql")
+
+    def path(self, source: str, target: str) -> Endpoint:
+        """Where ``source`` connects to reach ``target``: its link's proxy, or ``target`` itself."""
+        linked = self.fault_links.endpoint_for(source, target) if self.fault_links is not None else None
+        return linked or self.endpoint(target)
 
     def heal_network(self) -> None:
         """Every network fault gone: the links' toxics and the partitions' rules."""

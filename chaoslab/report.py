@@ -514,7 +514,8 @@ def section_network(ctx: _Context) -> str:
     etcd = [t for t in find_tests(ctx.results, "network") if value(t, "demoted_after_s") is not None
             or value(t, "writes_acked_without_etcd") is not None]
     lines = ["## 5 bis. Pannes réseau (liens API → Redis, réplication, HAProxy → primary, Patroni → etcd)", ""]
-    if not reads and not writes and not replication and not split and not etcd:
+    router = find_tests(ctx.results, "network", "writes_back_after_heal_s")
+    if not reads and not writes and not replication and not split and not etcd and not router:
         lines.append(f"Pannes réseau : {MISSING}.")
         return "\n".join(lines)
     lines += ["Le lien de l'API vers Redis passe par le proxy de pannes du laboratoire (API de Toxiproxy) ; "
@@ -560,14 +561,23 @@ def section_network(ctx: _Context) -> str:
     if etcd:
         names = ("demoted_after_s", "no_primary_s", "time_to_new_primary_s", "longest_write_outage_s",
                  "writes_acked_without_etcd", "lost_writes")
+        # The two scenarios record different figures: a cell one of them has no use for says so.
         rows = [(f"`{label(t)}`", str(value(t, "failsafe_mode") or MISSING_CELL),
-                 *(cell(value(t, n), MEASURES[n].unit) for n in names), outcome_fr(t)) for t in etcd]
+                 *(NOT_APPLICABLE if value(t, n) is None and t.get("outcome") == "passed"
+                   else cell(value(t, n), MEASURES[n].unit) for n in names), outcome_fr(t)) for t in etcd]
         lines += ["", "Patroni coupé d'etcd (bonus) : le leader seul (il doit se rétrograder avant l'expiration de sa "
                   "clé, sans jamais laisser deux nœuds accepter des écritures), puis tous les nœuds (sans "
                   "`failsafe_mode`, le leader passe en lecture seule ; avec, il reste primary tant qu'il joint "
                   "l'API REST de chaque membre) :", "",
                   md_table(("Scénario", "`failsafe_mode`", *(heading(n) for n in names), "Verdict"), rows), "",
                   legend(names)]
+    for test in router:
+        lines += ["", f"HAProxy coupé du leader Patroni (`{label(test)}`, {outcome_fr(test)}) : le leader est marqué "
+                      f"DOWN en {cell(value(test, 'haproxy_marked_down_s'), 's')} et aucune écriture n'est acquittée "
+                      "tant que dure la partition, sans que Patroni ne bascule (il ne voit rien d'anormal) ; "
+                      f"écritures de retour {cell(value(test, 'writes_back_after_heal_s'), 's')} après la fin de la "
+                      f"partition, {cell(value(test, 'lost_writes'))} écriture acquittée perdue.",
+                  "", legend(("haproxy_marked_down_s", "writes_back_after_heal_s"))]
     return "\n".join(lines)
 
 

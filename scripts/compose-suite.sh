@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The TP's scenarios (parts A to F) on the compose backend, as CI runs them.
+# The TP's scenarios (parts A to F, and the network faults) on the compose backend, as CI runs them.
 #
 #   scripts/compose-suite.sh [pytest args...]
 #
@@ -45,11 +45,14 @@ docker compose version >/dev/null 2>&1 || compose=(docker-compose)
 "${compose[@]}" --env-file .env.example -f docker-compose.yml --profile api config -q
 "${compose[@]}" --env-file .env.example -f docker-compose.yml --profile sentinel config -q
 "${compose[@]}" --env-file .env.example -f docker-compose.yml --profile patroni config -q
+"${compose[@]}" --env-file .env.example -f docker-compose.yml --profile faults config -q
 if [ "$images" != local ]; then
-  # The Patroni image is the official postgres image plus Patroni (docker/patroni/Dockerfile).
+  # The Patroni image is the official postgres image plus Patroni (docker/patroni/Dockerfile);
+  # the API's image also runs the fault proxy of every compose lab.
   started=$(date +%s)
   "${compose[@]}" --env-file .env.example -f docker-compose.yml --profile patroni build pg-1
-  echo "[compose-suite] Patroni image built in $(elapsed "$started")"
+  "${compose[@]}" --env-file .env.example -f docker-compose.yml --profile api build api
+  echo "[compose-suite] Patroni and API images built in $(elapsed "$started")"
 fi
 
 # The grader on whole submissions: the references get 20/20, each mutant loses exactly its

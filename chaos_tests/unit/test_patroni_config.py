@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chaoslab.patroni.config import (DCS_API, LAB_TIMINGS, NODE_NAME_SETTING, NodeAddresses, Timings, haproxy_source,
-                                     node_config, render_haproxy)
+                                     node_config, render_haproxy, route_checks)
 from chaoslab.topology import Credentials, Endpoint
 
 CREDS = Credentials(superuser="postgres", superuser_password="su-pw", app_user="app", app_password="app-pw",
@@ -97,3 +97,21 @@ def test_render_refuses_a_node_it_has_no_address_for(tmp_path):
     with pytest.raises(ValueError, match="container addresses"):
         render_haproxy(haproxy_source(), {"pg-1": NODES["pg-1"]}, write_bind=Endpoint("127.0.0.1", 6000),
                        read_bind=Endpoint("127.0.0.1", 6001), socket_path=tmp_path / "admin.sock")
+
+
+def test_checks_routed_through_the_links_leave_the_sessions_direct(tmp_path):
+    """HAProxy's checks of each node's REST API go to its link's proxy (`check addr A port P`),
+    its sessions still to the node's PostgreSQL; nothing of the container addresses is left."""
+    checks = route_checks(haproxy_source(), {"pg-1": Endpoint("127.0.0.1", 19001), "pg-2": Endpoint("127.0.0.1", 19002)})
+    rendered = render_haproxy(checks, NODES, write_bind=Endpoint("127.0.0.1", 6000),
+                              read_bind=Endpoint("127.0.0.1", 6001), socket_path=tmp_path / "admin.sock")
+    servers = [line.strip() for line in rendered.splitlines() if line.strip().startswith("server ")]
+    assert servers.count("server pg-1 127.0.0.1:15432 check addr 127.0.0.1 port 19001") == 4
+    assert servers.count("server pg-2 127.0.0.1:25432 check addr 127.0.0.1 port 19002") == 4
+
+
+def test_an_etcd_behind_a_proxy_is_not_gone_round():
+    """Through its link's proxy, Patroni must not ask etcd for its members' own addresses."""
+    config = node_config("pg-1", addresses=NODES["pg-1"], etcd=Endpoint("127.0.0.1", 12379), data_dir=Path("/d"),
+                         bin_dir=None, socket_dir=Path("/s"), creds=CREDS, etcd_is_a_proxy=True)
+    assert config[DCS_API] == {"hosts": ["127.0.0.1:12379"], "protocol": "http", "use_proxies": True}

@@ -29,7 +29,7 @@ from ..errors import LabError
 from ..patroni.base import BasePatroniCluster
 from ..network import Link
 from ..patroni.config import (ETCD, LAB_TIMINGS, LINKS, NODES, NodeAddresses, Timings, haproxy_source, node_config,
-                              node_config_text)
+                              node_config_text, route_checks)
 from ..topology import HAPROXY, REDIS, REPLICA, Credentials, Endpoint
 from ..waits import wait_until
 from . import faultproxy, haproxy
@@ -124,15 +124,17 @@ class ComposePatroniCluster(BasePatroniCluster):
             stack.use_images(DEFAULT_IMAGES, HOW_TO_GET_IMAGES)
             stack.create_network()
             # Each node reaches etcd through its link's fault proxy (chaoslab.network).
-            links = faultproxy.plan(stack.network, LINKS, {ETCD: ETCD_PORT}, COMPOSE_SERVICES)
+            links = faultproxy.plan(stack.network, LINKS, {ETCD: ETCD_PORT, **{node: REST_PORT for node in NODES}},
+                                    COMPOSE_SERVICES)
             self.nodes_dir = self.run_dir.service_dir("patroni")
             for node in NODES:
                 write_node_config(self.nodes_dir / node, node_files(
                     node, address=self.address(node), etcd=links[Link(node, ETCD)][0], creds=self.creds,
                     timings=self.timings, etcd_is_a_proxy=True))
                 self.log_path(node).touch()
+            checks = route_checks(haproxy_source(), {node: links[Link(HAPROXY, node)][0] for node in NODES})
             stack.add_haproxy(COMPOSE_SERVICES[HAPROXY]).write_config(
-                haproxy_source(), {node: Endpoint(self.address(node), PG_PORT) for node in NODES})
+                checks, {node: Endpoint(self.address(node), PG_PORT) for node in NODES})
             stack.write_files([*COMPOSE_SERVICES.values(), faultproxy.SERVICE],
                               {"ETCD_ADDRESS": self.address(ETCD), "PATRONI_NODES_DIR": str(self.nodes_dir)},
                               {**self._published, faultproxy.API_PORT_VARIABLE: faultproxy_api})

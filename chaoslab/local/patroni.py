@@ -26,7 +26,7 @@ from ..topology import BRIEF_HAPROXY_READ_PORT, BRIEF_PORTS, HAPROXY, REDIS, REP
 from ..waits import wait_until
 from ..patroni.base import READ_BACKEND, WRITE_BACKEND, BasePatroniCluster
 from ..patroni.config import (ETCD, LAB_TIMINGS, LINKS, NODES, SCOPE, NodeAddresses, Timings, haproxy_source,
-                              render_haproxy)
+                              render_haproxy, route_checks)
 from .etcd import EtcdNode
 from .faultproxy import NAME as FAULTPROXY, FaultProxyNode
 from .haproxy import HAProxyNode
@@ -74,8 +74,9 @@ class PatroniCluster(BasePatroniCluster):
             self._build(run_dir)
             self.etcd.start()
             self.faultproxy.start()
-            for link in LINKS:
-                self.fault_links.create(link, self.fault_links.listen[link.name], self.etcd.client)
+            for link in LINKS:   # to etcd, or to a node's REST API
+                upstream = self.etcd.client if link.target == ETCD else self.nodes[link.target].rest
+                self.fault_links.create(link, self.fault_links.listen[link.name], upstream)
             for node in self.nodes.values():
                 node.write_files()
             first, second = (self.nodes[name] for name in NODES)
@@ -148,7 +149,8 @@ class PatroniCluster(BasePatroniCluster):
         """Nothing to save after a fault: Patroni, not this process, knows the roles."""
 
     def haproxy_config(self) -> str:
-        return render_haproxy(haproxy_source(), {name: node.addresses for name, node in self.nodes.items()},
+        checks = route_checks(haproxy_source(), {name: self.fault_links.endpoint_for(HAPROXY, name) for name in NODES})
+        return render_haproxy(checks, {name: node.addresses for name, node in self.nodes.items()},
                               write_bind=self._write_bind, read_bind=self._read_bind,
                               socket_path=self.haproxy.socket)
 

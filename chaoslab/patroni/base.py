@@ -126,10 +126,9 @@ class BasePatroniCluster(LinkFaults, abc.ABC):
     def dsn(self, service: str, role: str = "app") -> str:
         return pg.conninfo(self.endpoint(service), self.creds, role=role)
 
-    def endpoint_for(self, source: str, service: str) -> Endpoint:
-        """Where ``source`` reaches ``service``: directly, since this topology serves only its
-        nodes' links to etcd through the fault proxy (chaoslab.network), not the API's."""
-        return self.endpoint(service)
+    def protocol(self, source: str, target: str) -> str:
+        """HAProxy's link to a node is its checks of Patroni's REST API (HTTP)."""
+        return "http" if source == HAPROXY and target in NODES else super().protocol(source, target)
 
     def redis(self) -> redis_client.Redis:
         endpoint = self.endpoint(REDIS)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .. import haproxy_config
 from ..network import Link
-from ..topology import Credentials, Endpoint
+from ..topology import HAPROXY, Credentials, Endpoint
 
 SCOPE = "chaoslab"               # the Patroni cluster's name (its keys in etcd, PostgreSQL's cluster_name)
 NODES = ("pg-1", "pg-2")         # roles move, so nodes are named for themselves, not for a role
@@ -81,8 +81,9 @@ LAB_TIMINGS = Timings()
 
 
 # The topology's links (chaoslab.network): each node's Patroni to etcd (its leader key, its
-# member key, the cluster's state).
-LINKS = tuple(Link(node, ETCD) for node in NODES)
+# member key, the cluster's state), and HAProxy's checks of each node's Patroni REST API
+# (HAProxy's sessions to PostgreSQL go directly: the link to a node is its REST API).
+LINKS = (*(Link(node, ETCD) for node in NODES), *(Link(HAPROXY, node) for node in NODES))
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,17 @@ _SERVER_LINE = re.compile(r"^(?P<head>\s*server\s+(?P<name>\S+)\s.*)$", re.MULTI
 
 def haproxy_source() -> str:
     return HAPROXY_CONFIG.read_text()
+
+
+def route_checks(text: str, checks: dict[str, Endpoint]) -> str:
+    """Each node's ``check port 8008`` aimed at ``checks[node]`` (``check addr A port P``): HAProxy
+    asks Patroni's REST API through the node's link, while its sessions go to PostgreSQL directly."""
+    def server_line(match: re.Match) -> str:
+        check = checks.get(match.group("name"))
+        if check is None:
+            return match.group(0)
+        return re.sub(rf"\bport {REST_PORT_IN_FILES}\b", f"addr {check.host} port {check.port}", match.group(0))
+    return _SERVER_LINE.sub(server_line, text)
 
 
 def render_haproxy(text: str, nodes: dict[str, NodeAddresses], *, write_bind: Endpoint, read_bind: Endpoint,
