@@ -254,7 +254,7 @@ def test_old_primary_rejoins_with_pg_rewind(patroni_lab, patroni_api, measure, s
     assert not kept, f"the rewound node kept writes that the new timeline never had: {kept[:5]}"
 
 
-# -- network faults: the nodes' links to etcd (issue 14) ------------------------------------------
+# -- network faults: the nodes' links to etcd, HAProxy's to their REST APIs (issue 14) ---------------
 def _accepts_a_write(lab, node: str) -> bool:
     """Whether ``node``'s PostgreSQL commits a write sent to it directly, now (a probe row of the
     harness's own table; a standby, a stopped node or a stalled commit says no)."""

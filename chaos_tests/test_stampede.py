@@ -226,11 +226,22 @@ def _hot_key_run(lab, api, seconds: float, connections: int) -> dict:
             stop.set()
             sampler.join(10)
         samples.append((time.monotonic(), counter.count(), bool(redis.exists(key))))
+        # An early refresh started by the last requests may still run in the background (the
+        # API counts it as it starts): the total waits until PostgreSQL's count stops moving.
+        seen: list[int | None] = [None]
+
+        def no_read_in_flight() -> bool:
+            now = counter.count()
+            quiet, seen[0] = now == seen[0], now
+            return quiet
+        wait_until(no_read_in_flight, service="api", expected="the API's background refreshes to finish",
+                   timeout=10, interval=0.3, log=api.log)
+        total_reads = seen[0] - samples[0][1]
     windows = [(later[1] - earlier[1], later[0] - earlier[0]) for earlier, later in zip(samples, samples[1:])]
     return {
         "reads_per_window": [reads for reads, _ in windows],
         "longest_window_s": max(length for _, length in windows),
-        "total_reads": samples[-1][1] - samples[0][1],
+        "total_reads": total_reads,
         "key_missing_samples": sum(1 for _, _, present in samples if not present),
         **load,
     }
