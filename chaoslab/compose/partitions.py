@@ -67,7 +67,8 @@ class ContainerPartitions:
 
     def reaches(self, source: str, target: str, timeout_s: int = 2) -> bool:
         """Whether a TCP connection from inside ``source``'s container to ``target``'s address and
-        port opens within ``timeout_s`` (a dropped SYN, or SYN-ACK, never opens)."""
+        port opens within ``timeout_s`` (a dropped SYN, or SYN-ACK, never opens). The source's
+        image needs bash and timeout (etcd's distroless image has neither: it is only a target)."""
         address, port = self.address(target), self.ports[target]
         done = self.containers.exec(self.compose_name(source), "timeout", str(timeout_s), "bash", "-c",
                                     f"exec 3<>/dev/tcp/{address}/{port}", expected=f"a connection to {target}",
