@@ -30,7 +30,7 @@ from chaoslab.patroni import LAB_TIMINGS
 from chaoslab.patroni.config import ETCD, NODES
 from chaoslab.patroni.base import WRITE_BACKEND, BasePatroniCluster
 from chaoslab.topology import HAPROXY
-from chaoslab.waits import wait_until
+from chaoslab.waits import holds_for, wait_until
 
 pytestmark = pytest.mark.patroni
 
@@ -365,13 +365,16 @@ def test_etcd_unreachable_from_every_node(patroni_lab, patroni_api, measure, syn
             lab.partition(node, ETCD)
         # Writes sent in the outage's second half: past the lease, whatever Patroni decided holds.
         history.mark("lease-expired", at=cut_at + ETCD_OUTAGE_S / 2)
-        time.sleep(ETCD_OUTAGE_S)   # the outage's length, not a wait for a state
+        # The outage's length, watched: no node reaches etcd all along (the network's own word).
+        held = holds_for(lambda: not any(lab.reaches(node, ETCD) for node in NODES), seconds=ETCD_OUTAGE_S,
+                         interval=0.5)
         healed_at = history.mark("etcd-back").time
         lab.heal_network()
         lab.wait_replication(timeout=REJOIN_DEADLINE_S)
         steps.wait_for_writes_through_api(api, timeout=WRITE_DEADLINE_S)
         steps.wait_for_new_acks(workload, 20)
 
+    assert held, f"a node reached {ETCD} again before the outage's {ETCD_OUTAGE_S} s were over"
     late = checkers.writes_acked_between(history, "lease-expired", "etcd-back")
     during = [(at, answer) for at, answer in role.samples if at < healed_at]
     demoted_after = _demoted_after(during, cut_at)
@@ -419,7 +422,9 @@ def test_haproxy_cut_off_from_the_leader_is_an_outage_patroni_does_not_see(patro
                    expected=f"{leader} marked down once cut off from HAProxy", timeout=10, interval=0.05,
                    log=lab.log_path(HAPROXY))
         marked_at = history.mark("no-write-server").time
-        time.sleep(ROUTER_CUT_S)   # the partition's length, not a wait for a state
+        # The partition's length, watched: HAProxy keeps no write server, Patroni its leader.
+        held = holds_for(lambda: not lab.haproxy_servers_up(WRITE_BACKEND) and lab.leader() == leader,
+                         seconds=ROUTER_CUT_S)
         healed_at = history.mark("router-healed").time
         lab.heal_network()
         steps.wait_for_writes_through_api(api, timeout=WRITE_DEADLINE_S)
@@ -431,6 +436,8 @@ def test_haproxy_cut_off_from_the_leader_is_an_outage_patroni_does_not_see(patro
     acked_while_cut = checkers.writes_acked_between(history, "no-write-server", "router-healed")
     lost = checkers.check_lost_writes(history, steps.present_names(lab, HAPROXY))
     measure("lost_writes", lost.lost)
+    assert held, (f"while {leader} was cut off from HAProxy, HAProxy found a write server again or Patroni "
+                  "changed leader")
     assert lab.leader() == leader, f"Patroni failed over from {leader}, which was only cut off from HAProxy"
     assert not acked_while_cut, (
         f"{len(acked_while_cut)} writes were acknowledged while HAProxy had no write server")

@@ -137,7 +137,8 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     Measure("stalled_write_answer_s", "s", "réponse à l'écriture bloquée",
             "durée du `PUT` envoyé en réplication synchrone, lien de réplication coupé"),
     Measure("haproxy_marked_down_s", "s", "primary marqué DOWN par HAProxy",
-            "de la coupure du lien HAProxy → primary à l'état DOWN du primary dans `show stat` de HAProxy"),
+            "de la partition entre HAProxy et le primary (le leader, sous Patroni) à l'état DOWN de ce nœud dans "
+            "`show stat` de HAProxy"),
     Measure("demoted_after_s", "s", "leader rétrogradé après",
             "de la coupure vers etcd au premier échantillon (toutes les 50 ms) où le PostgreSQL du leader se dit "
             "standby (`pg_is_in_recovery()`)"),

@@ -276,7 +276,7 @@ class LinkFaults:
                 try:
                     self.fault_links.partition(one, other, direction, links)
                 except LabError:
-                    self.partitions.heal()
+                    self.partitions.undo(one, other, direction)   # this partition only
                     raise
 
     def reaches(self, source: str, target: str) -> bool:

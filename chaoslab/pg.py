@@ -159,8 +159,12 @@ def commit_marker(endpoint: Endpoint, creds: Credentials) -> str:
         # Bounded: under synchronous replication a commit waits for a standby (a cancelled
         # wait leaves the row committed, and the caller simply polls again).
         conn.execute("SET statement_timeout = '5s'")
-        conn.execute("CREATE TABLE IF NOT EXISTS chaoslab_marker (token uuid PRIMARY KEY DEFAULT gen_random_uuid())")
-        return str(conn.execute("INSERT INTO chaoslab_marker DEFAULT VALUES RETURNING token").fetchone()[0])
+        insert = "INSERT INTO chaoslab_marker DEFAULT VALUES RETURNING token"
+        try:
+            return str(conn.execute(insert).fetchone()[0])
+        except psycopg.errors.UndefinedTable:   # the first marker of this database (probes call this often)
+            conn.execute("CREATE TABLE IF NOT EXISTS chaoslab_marker (token uuid PRIMARY KEY DEFAULT gen_random_uuid())")
+            return str(conn.execute(insert).fetchone()[0])
 
 
 def has_marker(endpoint: Endpoint, creds: Credentials, token: str) -> bool:

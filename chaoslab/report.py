@@ -572,11 +572,14 @@ def section_network(ctx: _Context) -> str:
                   md_table(("Scénario", "`failsafe_mode`", *(heading(n) for n in names), "Verdict"), rows), "",
                   legend(names)]
     for test in router:
+        # What the scenario checks is said only when it passed; else its verdict speaks.
+        checked = ("aucune écriture n'est acquittée tant que dure la partition, sans que Patroni ne bascule (il ne "
+                   "voit rien d'anormal)" if test.get("outcome") == "passed"
+                   else f"le scénario n'a pas réussi ({outcome_fr(test)}) : voir son message")
         lines += ["", f"HAProxy coupé du leader Patroni (`{label(test)}`, {outcome_fr(test)}) : le leader est marqué "
-                      f"DOWN en {cell(value(test, 'haproxy_marked_down_s'), 's')} et aucune écriture n'est acquittée "
-                      "tant que dure la partition, sans que Patroni ne bascule (il ne voit rien d'anormal) ; "
-                      f"écritures de retour {cell(value(test, 'writes_back_after_heal_s'), 's')} après la fin de la "
-                      f"partition, {cell(value(test, 'lost_writes'))} écriture acquittée perdue.",
+                      f"DOWN en {cell(value(test, 'haproxy_marked_down_s'), 's')} ; {checked} ; écritures de retour "
+                      f"{cell(value(test, 'writes_back_after_heal_s'), 's')} après la fin de la partition, "
+                      f"{cell(value(test, 'lost_writes'))} écriture(s) acquittée(s) perdue(s).",
                   "", legend(("haproxy_marked_down_s", "writes_back_after_heal_s"))]
     return "\n".join(lines)
 

@@ -46,3 +46,15 @@ def wait_until(
         else:
             cause += f" (last answer: {last.result()!r})"
         raise LabError(service, expected, log, cause) from None
+
+
+def holds_for(probe: Callable[[], object], *, seconds: float, interval: float = 0.1) -> bool:
+    """Poll ``probe`` for ``seconds``: True if it stayed truthy all along, False as soon as it
+    is not. For a state that must last a fault's whole length (nothing gets through, a server
+    stays down), so that the window is watched rather than slept through."""
+    retrying = Retrying(stop=stop_after_delay(seconds), wait=wait_fixed(interval), retry=retry_if_result(bool),
+                        retry_error_callback=lambda _: _HELD)
+    return retrying(probe) is _HELD
+
+
+_HELD = object()

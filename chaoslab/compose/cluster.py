@@ -34,11 +34,11 @@ from .sentinel import ComposeRedisHA
 from .stack import ComposeStack
 
 PG_PORT = 5432
-# The container port of each service a link (chaoslab.network.LINKS) leads to.
-CONTAINER_PORTS = {PRIMARY: PG_PORT, REPLICA: PG_PORT, REDIS: 6379, HAPROXY: haproxy.WRITE_PORT}
 # Container ports of each service, and the variables the compose file publishes them with.
 PUBLISHED = {PRIMARY: ("DB_PRIMARY_PORT", PG_PORT), REPLICA: ("DB_REPLICA_PORT", PG_PORT),
              REDIS: ("REDIS_PORT", 6379), HAPROXY: ("HAPROXY_PORT", haproxy.WRITE_PORT)}
+# Where a link (chaoslab.network.LINKS) or a partition's probe reaches each service in the network.
+CONTAINER_PORTS = {service: port for service, (_, port) in PUBLISHED.items()}
 HAPROXY_READ_VARIABLE = "HAPROXY_READ_PORT"
 # The API's image runs the fault proxy (it has Starlette and uvicorn).
 DEFAULT_IMAGES = {"POSTGRES_IMAGE": "postgres:16", "REDIS_IMAGE": "redis:7", "HAPROXY_IMAGE": "haproxy:2.9",

@@ -42,21 +42,36 @@ class ContainerPartitions:
     def drop(self, one: str, other: str, direction: str = "both") -> None:
         """``one`` and ``other`` stop hearing each other (``both``), or only the second stops
         hearing the first (``from_first``), or the first the second (``from_second``)."""
-        if direction not in DIRECTIONS:
-            raise ValueError(f"unknown direction {direction!r}; known: {', '.join(DIRECTIONS)}")
-        pairs = {"both": [(one, other), (other, one)], "from_first": [(other, one)],
-                 "from_second": [(one, other)]}[direction]
         done: list[tuple[str, str]] = []
         try:
-            for receiver, sender in pairs:
-                self._iptables(receiver, "-A", CHAIN, "-s", self.address(sender), "-j", "DROP",
+            for receiver, sender in self._pairs(one, other, direction):
+                self._iptables(receiver, "-A", CHAIN, *self._rule(sender),
                                expected=f"a rule dropping what comes from {sender}")
                 done.append((receiver, sender))
                 self.cut.add((receiver, sender))
         except LabError:
-            for receiver, _ in done:   # a partition that fails half-way is rolled back
-                self._heal(receiver)
+            self._remove(done)   # a partition that fails half-way is rolled back
             raise
+
+    def undo(self, one: str, other: str, direction: str = "both") -> None:
+        """Remove the rules of one ``drop`` (and no other partition's)."""
+        self._remove([pair for pair in self._pairs(one, other, direction) if pair in self.cut])
+
+    @staticmethod
+    def _pairs(one: str, other: str, direction: str) -> list[tuple[str, str]]:
+        """(receiver, sender) pairs: who drops what whom sends."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"unknown direction {direction!r}; known: {', '.join(DIRECTIONS)}")
+        return {"both": [(one, other), (other, one)], "from_first": [(other, one)],
+                "from_second": [(one, other)]}[direction]
+
+    def _rule(self, sender: str) -> list[str]:
+        return ["-s", self.address(sender), "-j", "DROP"]
+
+    def _remove(self, pairs: list[tuple[str, str]]) -> None:
+        for receiver, sender in pairs:
+            self._iptables(receiver, "-D", CHAIN, *self._rule(sender), expected=f"its rule against {sender} removed")
+            self.cut.discard((receiver, sender))
 
     def heal(self) -> None:
         """Every rule gone, from every container that still runs (the others took theirs along)."""
@@ -74,9 +89,6 @@ class ContainerPartitions:
                                     f"exec 3<>/dev/tcp/{address}/{port}", expected=f"a connection to {target}",
                                     timeout=timeout_s + 30, check=False)
         return done.returncode == 0
-
-    def active(self) -> list[tuple[str, str]]:
-        return sorted(self.cut)
 
     def _heal(self, receiver: str) -> None:
         self._iptables(receiver, "-F", CHAIN, expected="its partition rules flushed")
