@@ -98,7 +98,24 @@ def test_cold_key_burst_reads_the_database_once(lab, api, measure, protection):
     api.ensure(STAMPEDE_PROTECTION=protection)
     product = _product(lab, api)  # POST invalidates: the key is cold
     before = lab.product_reads()
-    replies = _burst(api.base_url, f"/products/{product['id']}", BURST)
+    misses_before = api.metric("cache_requests_total", result="miss")
+    # The replica frozen until every GET has missed (the API counts each lookup): the burst is
+    # concurrent however busy the machine, and no read can fill the key before the last GET
+    # looks it up. Resumed well within the API's 2.5 s database deadline.
+    lab.fault("pause", REPLICA)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            sent = pool.submit(_burst, api.base_url, f"/products/{product['id']}", BURST)
+            try:
+                wait_until(lambda: api.metric("cache_requests_total", result="miss") - misses_before >= BURST,
+                           service="api", expected=f"all {BURST} GETs to miss the cold key", timeout=2,
+                           interval=0.02, log=api.log)
+            finally:
+                lab.fault("resume", REPLICA)
+            replies = sent.result()
+    finally:
+        if lab.is_paused(REPLICA):
+            lab.fault("resume", REPLICA)
     reads = lab.product_reads() - before
     measure("concurrent_gets", BURST)
     measure(f"db_reads_cold_key_protection_{protection}", int(reads))
