@@ -10,6 +10,7 @@ import pytest
 from chaoslab.api_server import ApiServer
 from chaoslab.backends import BACKENDS, create_cluster, create_patroni_cluster
 from chaoslab.errors import LabError
+from chaoslab.interrupts import terminate_like_ctrl_c
 from chaoslab.phases import phase
 
 pytest_plugins = ["chaoslab.pytest_plugin"]
@@ -19,6 +20,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("chaoslab")
     group.addoption("--backend", choices=sorted(BACKENDS), default="local",
                     help="where the lab runs: real local processes (default) or docker compose")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM (a CI runner giving up, `timeout`, `kill`) ends the run as Ctrl-C does:
+    every fixture's teardown runs and nothing of the lab stays. (Under xdist the workers hold
+    the labs; a controller that ends closes their channels, and they tear down.)"""
+    terminate_like_ctrl_c()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -49,8 +49,11 @@ HAPROXY_FOLLOWS_S = 0.5 + 1.0 + 0.5
 
 
 def _thaw_after_the_lease(lab, leader: str, fault_at: float) -> None:
-    # The fault's length, not a wait for a state: the old leader stays frozen past its lease.
-    time.sleep(max(0.0, fault_at + PAUSE_S - time.monotonic()))
+    # The fault's length: the old leader stays frozen past its lease, and all along the lead
+    # stays with the other node (watched, not slept through).
+    new_leader = lab.other(leader)
+    assert holds_for(lambda: lab.leader() == new_leader, seconds=max(0.0, fault_at + PAUSE_S - time.monotonic()),
+                     interval=0.5), f"{new_leader} lost the lead while {leader} was still frozen: {lab.members()}"
     lab.resume_node(leader)
 
 

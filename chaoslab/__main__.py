@@ -23,6 +23,7 @@ from . import rundir
 from .api_server import API, ApiServer
 from .cluster import FAULTS, PROMOTE_METHODS, SWITCH_METHODS
 from .errors import LabError
+from .interrupts import Terminated, terminate_like_ctrl_c
 from . import hands_on
 from .hands_on import HandsOnLab
 from .lab_events import recorded
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         from .phase_report import main as phases_main
         return phases_main(argv[1:])
     args = parser.parse_args(argv)
+    terminate_like_ctrl_c()   # `kill`/`timeout` clean up as Ctrl-C does (a grading's compose project...)
 
     try:
         if args.command == "up":
@@ -254,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:   # Ctrl-C or SIGTERM, once every `finally` has cleaned up
+        signal_name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+        print(f"interrupted ({signal_name})", file=sys.stderr)
+        return 128 + (15 if isinstance(exc, Terminated) else 2)
 
 
 if __name__ == "__main__":

@@ -134,18 +134,14 @@ class FaultLinks:
             self.apply_to("blackhole", links, {})
             return
         sender = one if direction == "from_first" else other
-        applied: list[Link] = []
-        try:
-            for link in links:
-                applied.append(link)
-                # Upstream is what the link's client sends; downstream what its service answers.
-                stream = "upstream" if link.source == sender else "downstream"
-                self.client.add_toxic(link.name, "timeout", {"timeout": 0}, stream=stream,
-                                      name=f"chaoslab_timeout_{stream}")
-        except LabError:
-            for link in applied:
-                self.heal(link)
-            raise
+
+        def what_the_sender_sends(link: Link) -> list[dict]:
+            # Upstream is what the link's client sends; downstream what its service answers.
+            stream = "upstream" if link.source == sender else "downstream"
+            return [{"type": "timeout", "attributes": {"timeout": 0}, "stream": stream,
+                     "name": f"chaoslab_timeout_{stream}"}]
+
+        self._apply(links, what_the_sender_sends)
 
     def served_between(self, one: str, other: str) -> list[Link]:
         """The links served between two services, maybe none."""
@@ -167,13 +163,18 @@ class FaultLinks:
                 self.heal(link)
             return
         fault = NETWORK_FAULTS[action]
+        self._apply(links, lambda link: fault.toxics(parameters), disable=action == "down")
+
+    def _apply(self, links: list[Link], toxics_of, disable: bool = False) -> None:
+        """``toxics_of(link)``'s toxics on each link (and the link disabled, for ``down``); if
+        one fails half-way, what was applied is removed again."""
         applied: list[Link] = []
         try:
             for link in links:
                 applied.append(link)
-                if action == "down":
+                if disable:
                     self.client.set_enabled(link.name, False)
-                for toxic in fault.toxics(parameters):
+                for toxic in toxics_of(link):
                     self.client.add_toxic(link.name, toxic["type"], toxic["attributes"], stream=toxic["stream"],
                                           name=toxic["name"])
         except LabError:

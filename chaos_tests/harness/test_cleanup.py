@@ -1,4 +1,5 @@
-"""Nothing is left behind: after Ctrl-C, and after a run killed with SIGKILL."""
+"""Nothing is left behind: after Ctrl-C, after SIGTERM (a CI runner or `timeout` giving up),
+and after a run killed with SIGKILL (the next run reaps it)."""
 
 from __future__ import annotations
 
@@ -50,15 +51,21 @@ def _leftovers(run: Path, ports: list[int]) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("interrupt", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
-def test_an_interrupted_run_leaves_nothing(tmp_path, interrupt):
+@pytest.mark.parametrize("interrupt, workers", [
+    (signal.SIGINT, []),
+    (signal.SIGTERM, []),
+    # `make test`'s way: the lab lives in an xdist worker, the signal reaches the controller.
+    (signal.SIGTERM, ["-n", "1"]),
+    (signal.SIGKILL, []),
+], ids=["ctrl-c", "sigterm", "sigterm-xdist", "sigkill"])
+def test_an_interrupted_run_leaves_nothing(tmp_path, interrupt, workers):
     test_file = tmp_path / "test_inner.py"
     test_file.write_text(INNER_TEST)
     info = tmp_path / "lab.json"
     env = dict(os.environ, LAB_INFO=str(info), PYTHONPATH=str(REPO))
     inner = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-q", "-o", "addopts=",
-         "--rootdir", str(tmp_path), str(test_file)],
+         "--rootdir", str(tmp_path), *workers, str(test_file)],
         cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         preexec_fn=interruptible,
     )

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from chaoslab.errors import LabError
-from chaoslab.waits import wait_until
+from chaoslab.waits import holds_for, wait_until
 
 
 def test_returns_the_first_truthy_answer():
@@ -32,3 +32,18 @@ def test_a_lab_error_from_the_probe_ends_the_wait_at_once():
     with pytest.raises(LabError, match="the server exited"):
         wait_until(exited, service="redis", expected="PONG", timeout=30, interval=0.01)
     assert time.monotonic() - started < 5
+
+
+def test_a_state_that_holds_is_watched_for_its_whole_length():
+    calls = []
+    started = time.monotonic()
+    assert holds_for(lambda: calls.append(1) or True, seconds=0.3, interval=0.05) is True
+    assert time.monotonic() - started >= 0.3
+    assert len(calls) >= 4   # polled along the way, not slept through
+
+
+def test_a_state_that_breaks_ends_the_watch_at_once():
+    answers = iter([True, True, False, True])
+    started = time.monotonic()
+    assert holds_for(lambda: next(answers), seconds=10, interval=0.01) is False
+    assert time.monotonic() - started < 1

@@ -273,13 +273,13 @@ class BasePatroniCluster(LinkFaults, abc.ABC):
 
     def set_synchronous_mode(self, on: bool) -> None:
         """Patroni's synchronous_mode, in its dynamic configuration (etcd): no restart needed."""
-        self._set_mode("synchronous_mode", on)
+        self._set_modes(synchronous_mode=on)
 
     def set_failsafe_mode(self, on: bool) -> None:
         """Patroni's failsafe_mode (3.0+): a leader that loses etcd stays primary as long as it
         reaches every member's REST API. Returns once the leader has written the member list it
         needs to the failsafe key in etcd (its next loop), or once that key is gone."""
-        self._set_mode("failsafe_mode", on)
+        self._set_modes(failsafe_mode=on)
         wait_until(lambda: self.failsafe_key_present() == on, service=SCOPE,
                    expected=f"the failsafe key {'written' if on else 'removed'} in etcd by the leader",
                    timeout=3 * self.timings.loop_wait + 10, interval=0.2, log=self.diagnostics())
@@ -288,18 +288,21 @@ class BasePatroniCluster(LinkFaults, abc.ABC):
         response = requests.get(f"http://{self.endpoint(ETCD)}/v2/keys/service/{SCOPE}/failsafe", timeout=2)
         return response.status_code == 200
 
-    def _set_mode(self, name: str, on: bool) -> None:
-        if bool(self.dynamic_config().get(name, False)) == on:
+    def _set_modes(self, **modes: bool) -> None:
+        """Switches of Patroni's dynamic configuration, those that differ in one PATCH."""
+        current = self.dynamic_config()
+        changes = {name: on for name, on in modes.items() if bool(current.get(name, False)) != on}
+        if not changes:
             return
         for node in NODES:
             if self.rest_may_answer(node):
                 try:
-                    response = requests.patch(f"http://{self.rest_endpoint(node)}/config", json={name: on}, timeout=5)
+                    response = requests.patch(f"http://{self.rest_endpoint(node)}/config", json=changes, timeout=5)
                 except requests.RequestException:
                     continue
                 if response.ok:
                     return
-        raise LabError(SCOPE, f"PATCH /config to set {name}={on}", self.diagnostics(), "no node accepted it")
+        raise LabError(SCOPE, f"PATCH /config to set {changes}", self.diagnostics(), "no node accepted it")
 
     # -- HAProxy ----------------------------------------------------------------------------------
     def haproxy_servers_up(self, backend: str = WRITE_BACKEND) -> set[str]:
@@ -332,8 +335,7 @@ class BasePatroniCluster(LinkFaults, abc.ABC):
         self._ensure_running()
         wait_until(lambda: self.leader() is not None, service=SCOPE, expected="a leader", timeout=60,
                    interval=0.2, log=self.diagnostics())
-        self.set_synchronous_mode(synchronous)
-        self._set_mode("failsafe_mode", False)
+        self._set_modes(synchronous_mode=synchronous, failsafe_mode=False)
         try:
             leader = self.wait_replication(synchronous, timeout=60)
         except LabError:
