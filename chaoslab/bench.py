@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the cached GET through redis-py (the comparison row)")
     args = parser.parse_args(argv)
 
-    cluster = LocalCluster(links=False)   # the brief's stack, with no fault proxy in its paths
+    # The brief's stack on 127.0.0.1, with no fault proxy in its paths.
+    cluster = LocalCluster(links=False, namespaces=False)
     servers: list[ApiServer] = []
     try:
         cluster.start()

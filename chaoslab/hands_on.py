@@ -161,7 +161,7 @@ class BriefLab(HandsOnLab):
 
     @classmethod
     def start(cls, *, config: str) -> "BriefLab":
-        cluster = LocalCluster(brief_ports=True)
+        cluster = LocalCluster(brief_ports=True, namespaces=False)   # the brief's ports on 127.0.0.1
         cluster.start()
         try:
             if config != "brief":
@@ -290,7 +290,7 @@ class PatroniLab(HandsOnLab):
         if config != "brief":
             raise ValueError("--config is the brief topology's HAProxy choice; the patroni topology has its own "
                              "(haproxy/haproxy-patroni.cfg)")
-        cluster = PatroniCluster(brief_ports=True)
+        cluster = PatroniCluster(brief_ports=True, namespaces=False)   # the brief's ports on 127.0.0.1
         cluster.start()
         return cls(cluster)
 

@@ -266,6 +266,8 @@ def reap_run(run_dir: Path) -> None:
                 marker.unlink()
         except OSError:
             pass
+    from .local.netns import remove_namespaces   # the local backend's; a no-op where there are none
+    remove_namespaces(run_dir.name)
     _keep_logs(run_dir)
     shutil.rmtree(run_dir, ignore_errors=True)
 

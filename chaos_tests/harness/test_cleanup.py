@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from chaoslab import rundir
+from chaoslab.local import netns
 from chaoslab.waits import wait_until
 
 from .signals import interruptible
@@ -30,7 +31,9 @@ INNER_TEST = textwrap.dedent("""
         ports = [e.port for e in (cluster.endpoint(s) for s in ("db-primary", "db-replica", "redis", "haproxy"))]
         # The fault proxy: its Toxiproxy API and each link it serves.
         ports += [cluster.faultproxy.api.port] + [e.port for e in cluster.fault_links.listen.values()]
-        Path(os.environ["LAB_INFO"]).write_text(json.dumps({"run": str(cluster.run_dir.path), "ports": ports}))
+        namespaces = cluster.network is not None
+        Path(os.environ["LAB_INFO"]).write_text(json.dumps({"run": str(cluster.run_dir.path), "ports": ports,
+                                                            "namespaces": namespaces}))
         threading.Event().wait(120)
 """)
 
@@ -42,6 +45,8 @@ def _leftovers(run: Path, ports: list[int]) -> list[str]:
     for port in ports:
         if not rundir._port_free(port):
             problems.append(f"port {port} still taken")
+    # The servers' network namespaces, and with them their veths and bridge.
+    problems += [f"network namespace {name} still exists" for name in netns.namespaces_of(run.name)]
     for pid in Path("/proc").glob("[0-9]*"):
         try:
             if os.readlink(pid / "cwd").startswith(str(run)):
@@ -74,6 +79,10 @@ def test_an_interrupted_run_leaves_nothing(tmp_path, interrupt, workers):
                    expected="to start a lab", timeout=60)
         lab = json.loads(info.read_text())
         run = Path(lab["run"])
+        # As root (CI), the servers run in namespaces of their own: their clean-up is checked too.
+        assert lab["namespaces"] == (netns.unavailable_reason() is None)
+        if lab["namespaces"]:
+            assert netns.namespaces_of(run.name), "the lab should have made its servers' namespaces"
         inner.send_signal(interrupt)
         try:
             output, _ = inner.communicate(timeout=60)

@@ -1,4 +1,6 @@
-"""The local backend: the brief's stack as real servers on 127.0.0.1, no Docker."""
+"""The local backend: the brief's stack as real servers, no Docker: each in a network namespace
+of its own where the machine allows it (root; chaoslab.local.netns), so that partitions drop
+packets between two of them; else, and by hand (`python -m chaoslab up`), on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ from ..cluster import Cluster
 from ..credentials import from_environment
 from ..errors import LabError
 from ..network import LINKS
-from ..rundir import RunDir, reap_abandoned_runs
+from ..rundir import RUN_ROOT, RunDir, reap_abandoned_runs
 from ..topology import (BRIEF_HAPROXY_READ_PORT, BRIEF_PORTS, DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA,
                         Credentials, Endpoint)
 from .faultproxy import FaultProxyNode
 from .haproxy import HAProxyNode
+from .netns import NamespacePartitions, NodeNetwork, unavailable_reason
 from .postgres import PostgresNode, find_bindir
 from .process import ServerUser
 from .redis import RedisNode
@@ -29,12 +32,20 @@ class LocalCluster(Cluster):
 
     name = "local"
 
-    def __init__(self, creds: Credentials | None = None, *, brief_ports: bool = False, links: bool = True) -> None:
+    # The servers that get a network namespace of their own: every one a partition may cut off.
+    NAMESPACED = (PRIMARY, REPLICA, REDIS, HAPROXY)
+
+    def __init__(self, creds: Credentials | None = None, *, brief_ports: bool = False, links: bool = True,
+                 namespaces: bool | None = None) -> None:
         super().__init__(creds or from_environment())
         self.brief_ports = brief_ports
         # Whether the clients' links (chaoslab.network.LINKS) go through the fault proxy, so that
         # network faults can be injected: about 0.1 ms more per round trip on this machine.
         self.links = links
+        # Whether the servers run in network namespaces (None: wherever the machine allows it).
+        # By hand they do not: a student's own API expects the brief's ports on 127.0.0.1.
+        self.namespaces = unavailable_reason() is None if namespaces is None else namespaces
+        self.network: NodeNetwork | None = None
         self.run_dir: RunDir | None = None
 
     # -- lifecycle ------------------------------------------------------------------
@@ -42,15 +53,22 @@ class LocalCluster(Cluster):
         reap_abandoned_runs()
         self.run_dir = run_dir = RunDir.create()
         try:
+            if self.namespaces:
+                self.network = NodeNetwork.create(run_dir.run_id, self.NAMESPACED, RUN_ROOT)
+
             def port(brief: int) -> int:
                 return run_dir.reserve_port(brief if self.brief_ports else None)
-            endpoints = {service: Endpoint(LOCALHOST, port(BRIEF_PORTS[service]))
+            endpoints = {service: Endpoint(self._host_of(service), port(BRIEF_PORTS[service]))
                          for service in (PRIMARY, REPLICA, REDIS, HAPROXY)}
-            self._build(endpoints, Endpoint(LOCALHOST, port(BRIEF_HAPROXY_READ_PORT)),
+            self._build(endpoints, Endpoint(self._host_of(HAPROXY), port(BRIEF_HAPROXY_READ_PORT)),
                         Endpoint(LOCALHOST, port(None)))
+            if self.network is not None:
+                self.partitions = NamespacePartitions(self.network, {s: e.port for s, e in endpoints.items()},
+                                                      self.log_path)
             self.faultproxy.start()
             for link in LINKS if self.links else ():   # its client reaches its service through the proxy
-                self.fault_links.create(link, Endpoint(LOCALHOST, port(None)), endpoints[link.target])
+                self.fault_links.create(link, Endpoint(self._listener_for(link.source), port(None)),
+                                        endpoints[link.target])
             self.nodes[PRIMARY].init_primary()
             self.nodes[REPLICA].clone_from(self.nodes[PRIMARY], via=self.replication_source(REPLICA, PRIMARY))
             self.nodes[REPLICA].start()
@@ -62,16 +80,31 @@ class LocalCluster(Cluster):
             self.close()
             raise
 
+    def _host_of(self, service: str) -> str:
+        return self.network.address(service) if self.network is not None else LOCALHOST
+
+    def _listener_for(self, source: str) -> str:
+        """Where a link listens for ``source``: the host's leg on the servers' bridge for a
+        namespaced server (the host's 127.0.0.1 is not its own), else 127.0.0.1."""
+        if self.network is not None and source in self.network.servers:
+            return self.network.gateway
+        return LOCALHOST
+
+    def _namespace(self, service: str) -> list[str] | None:
+        return self.network.enter(service) if self.network is not None else None
+
     def _build(self, endpoints: dict[str, Endpoint], haproxy_read: Endpoint, faultproxy: Endpoint,
                links: dict[str, Endpoint] | None = None) -> None:
         user = ServerUser.detect()
         bindir = find_bindir()
         self._endpoints = endpoints
         self._haproxy_read = haproxy_read
-        self.nodes = {node: PostgresNode(node, endpoints[node], self.run_dir, user, self.creds, bindir)
+        clients = str(self.network.subnet) if self.network is not None else "127.0.0.1/32"
+        self.nodes = {node: PostgresNode(node, endpoints[node], self.run_dir, user, self.creds, bindir,
+                                         namespace=self._namespace(node), clients=clients)
                       for node in DB_NODES}
-        self.redis_node = RedisNode(REDIS, endpoints[REDIS], self.run_dir, user)
-        self.haproxy = HAProxyNode(HAPROXY, self.run_dir, user)
+        self.redis_node = RedisNode(REDIS, endpoints[REDIS], self.run_dir, user, namespace=self._namespace(REDIS))
+        self.haproxy = HAProxyNode(HAPROXY, self.run_dir, user, namespace=self._namespace(HAPROXY))
         self.faultproxy = FaultProxyNode(faultproxy, self.run_dir)
         self.fault_links = self.faultproxy.fault_links(dict(links or {}))
 
@@ -119,8 +152,9 @@ class LocalCluster(Cluster):
                 process.stop(timeout=5)
             except Exception:
                 pass  # whatever resists is SIGKILLed by the reaper below
-        self.run_dir.remove()
+        self.run_dir.remove()   # its namespaces too (rundir.reap_run)
         self.run_dir = None
+        self.network = None
 
     def _processes(self):
         if hasattr(self, "nodes"):  # absent if the start failed before anything was built

@@ -23,6 +23,7 @@ class EtcdNode:
     peer: Endpoint
     run_dir: RunDir
     user: ServerUser
+    namespace: list[str] | None = None   # nsenter's arguments (chaoslab.local.netns), if any
 
     def __post_init__(self) -> None:
         binary = shutil.which("etcd") or "/usr/bin/etcd"
@@ -33,7 +34,7 @@ class EtcdNode:
         client_url, peer_url = f"http://{self.client}", f"http://{self.peer}"
         self.process = ServerProcess(
             name=self.name, cwd=self.dir, log=self.log, user=self.user, run_dir=self.run_dir,
-            stop_signal=signal.SIGTERM,
+            stop_signal=signal.SIGTERM, namespace=self.namespace,
             args=[binary, "--name", self.name, "--data-dir", str(self.dir / "data"),
                   "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
                   "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,

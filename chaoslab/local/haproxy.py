@@ -18,6 +18,7 @@ class HAProxyNode:
     name: str
     run_dir: RunDir
     user: ServerUser
+    namespace: list[str] | None = None   # nsenter's arguments (chaoslab.local.netns), if any
 
     def __post_init__(self) -> None:
         self.binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -33,6 +34,7 @@ class HAProxyNode:
         self.process = ServerProcess(
             name=self.name, args=[self.binary, "-W", "-db", "-f", str(self.config)], cwd=self.dir,
             log=self.log, user=self.user, run_dir=self.run_dir, stop_signal=signal.SIGTERM,
+            namespace=self.namespace,
         )
 
     def write_config(self, text: str) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..credentials import from_environment
 from ..errors import LabError
-from ..rundir import RunDir, reap_abandoned_runs
+from ..rundir import RUN_ROOT, RunDir, reap_abandoned_runs
 from ..topology import BRIEF_HAPROXY_READ_PORT, BRIEF_PORTS, HAPROXY, REDIS, REPLICA, Credentials, Endpoint
 from ..waits import wait_until
 from ..patroni.base import READ_BACKEND, WRITE_BACKEND, BasePatroniCluster
@@ -30,6 +30,7 @@ from ..patroni.config import (ETCD, LAB_TIMINGS, LINKS, NODES, SCOPE, NodeAddres
 from .etcd import EtcdNode
 from .faultproxy import NAME as FAULTPROXY, FaultProxyNode
 from .haproxy import HAProxyNode
+from .netns import NamespacePartitions, NodeNetwork, unavailable_reason
 from .patroni_node import PatroniNode
 from .postgres import find_bindir
 from .process import ServerUser
@@ -52,14 +53,20 @@ def check_programs() -> None:
 
 
 class PatroniCluster(BasePatroniCluster):
-    """Real etcd, Patroni, PostgreSQL, HAProxy and Redis processes on 127.0.0.1."""
+    """Real etcd, Patroni, PostgreSQL, HAProxy and Redis processes, each in a network namespace of
+    its own where the machine allows it (chaoslab.local.netns), else on 127.0.0.1."""
 
     name = "local-patroni"
+    # The servers that get a network namespace of their own (a node: Patroni and its PostgreSQL).
+    NAMESPACED = (ETCD, *NODES, REDIS, HAPROXY)
 
     def __init__(self, creds: Credentials | None = None, *, timings: Timings = LAB_TIMINGS,
-                 brief_ports: bool = False) -> None:
+                 brief_ports: bool = False, namespaces: bool | None = None) -> None:
         super().__init__(creds or from_environment(), timings)
         self.brief_ports = brief_ports   # HAProxy and Redis on the brief's ports when free (`up`)
+        # As in the brief's local lab (chaoslab.local.cluster): by hand, everything on 127.0.0.1.
+        self.namespaces = unavailable_reason() is None if namespaces is None else namespaces
+        self.network: NodeNetwork | None = None
         self.run_dir: RunDir | None = None
         self.nodes: dict[str, PatroniNode] = {}
 
@@ -71,7 +78,13 @@ class PatroniCluster(BasePatroniCluster):
         reap_abandoned_runs()
         self.run_dir = run_dir = RunDir.create()
         try:
+            if self.namespaces:
+                self.network = NodeNetwork.create(run_dir.run_id, self.NAMESPACED, RUN_ROOT)
             self._build(run_dir)
+            if self.network is not None:
+                ports = {ETCD: self.etcd.client.port, REDIS: self.redis_node.endpoint.port,
+                         HAPROXY: self._write_bind.port, **{name: node.postgres.port for name, node in self.nodes.items()}}
+                self.partitions = NamespacePartitions(self.network, ports, self.log_path)
             self.etcd.start()
             self.faultproxy.start()
             for link in LINKS:   # to etcd, or to a node's REST API
@@ -102,29 +115,45 @@ class PatroniCluster(BasePatroniCluster):
         bindir = find_bindir()
         self._addresses: dict[str, Endpoint] = {}
 
-        def address(key: str, brief: int | None = None) -> Endpoint:
+        def address(key: str, brief: int | None = None, server: str | None = None) -> Endpoint:
+            """``server``: whose namespace the address is in (None: the host's 127.0.0.1)."""
             if known is not None:
                 endpoint = known[key]
             else:
-                endpoint = Endpoint(LOCALHOST, run_dir.reserve_port(brief if self.brief_ports else None))
+                host = LOCALHOST if self.network is None or server is None else self.network.address(server)
+                endpoint = Endpoint(host, run_dir.reserve_port(brief if self.brief_ports else None))
             self._addresses[key] = endpoint
             return endpoint
+
+        def listener(link) -> Endpoint:
+            # A namespaced server reaches the host's fault proxy on the host's leg on the bridge.
+            if known is not None or self.network is None:
+                return address(f"link-{link.name}")
+            return self._addresses.setdefault(f"link-{link.name}", Endpoint(
+                self.network.gateway, run_dir.reserve_port(None)))
+
+        def namespace(server: str) -> list[str] | None:
+            return self.network.enter(server) if self.network is not None else None
+        clients = (str(self.network.subnet),) if self.network is not None else ("127.0.0.1/32",)
         # The postgres wrapper, run as the server user, records its process group there.
         user.own(run_dir.path / "pgroups")
-        self.etcd = EtcdNode(ETCD, address(ETCD), address(f"{ETCD}-peer"), run_dir, user)
+        self.etcd = EtcdNode(ETCD, address(ETCD, server=ETCD), address(f"{ETCD}-peer", server=ETCD), run_dir, user,
+                             namespace=namespace(ETCD))
         # Each node reaches etcd through its link's fault proxy (chaoslab.network), so that a
         # scenario can cut one node, or all, from etcd.
         self.faultproxy = FaultProxyNode(address(FAULTPROXY), run_dir)
-        self.fault_links = self.faultproxy.fault_links({link.name: address(f"link-{link.name}") for link in LINKS},
-                                                       links=LINKS)
-        self.nodes = {name: PatroniNode(name, NodeAddresses(postgres=address(name), rest=address(f"{name}-rest")),
+        self.fault_links = self.faultproxy.fault_links({link.name: listener(link) for link in LINKS}, links=LINKS)
+        self.nodes = {name: PatroniNode(name, NodeAddresses(postgres=address(name, server=name),
+                                                            rest=address(f"{name}-rest", server=name)),
                                         self.fault_links.endpoint_for(name, ETCD), run_dir, user, self.creds, bindir,
-                                        self.timings, etcd_is_a_proxy=True)
+                                        self.timings, etcd_is_a_proxy=True, namespace=namespace(name),
+                                        client_networks=clients)
                       for name in NODES}
-        self.redis_node = RedisNode(REDIS, address(REDIS, BRIEF_PORTS[REDIS]), run_dir, user)
-        self.haproxy = HAProxyNode(HAPROXY, run_dir, user)
-        self._write_bind = address(HAPROXY, BRIEF_PORTS[HAPROXY])
-        self._read_bind = address(REPLICA, BRIEF_HAPROXY_READ_PORT)
+        self.redis_node = RedisNode(REDIS, address(REDIS, BRIEF_PORTS[REDIS], server=REDIS), run_dir, user,
+                                    namespace=namespace(REDIS))
+        self.haproxy = HAProxyNode(HAPROXY, run_dir, user, namespace=namespace(HAPROXY))
+        self._write_bind = address(HAPROXY, BRIEF_PORTS[HAPROXY], server=HAPROXY)
+        self._read_bind = address(REPLICA, BRIEF_HAPROXY_READ_PORT, server=HAPROXY)
 
     # -- a stack left running by `python -m chaoslab up --topology patroni` ---------------------
     STATE_FILE = "state.json"
@@ -172,8 +201,9 @@ class PatroniCluster(BasePatroniCluster):
                 step()
             except Exception:
                 pass  # whatever resists is SIGKILLed by the reaper below
-        self.run_dir.remove()
+        self.run_dir.remove()   # its namespaces too (rundir.reap_run)
         self.run_dir = None
+        self.network = None
 
     # -- where things are ---------------------------------------------------------------------------
     def endpoint(self, service: str) -> Endpoint:

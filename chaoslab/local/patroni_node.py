@@ -55,6 +55,8 @@ class PatroniNode:
     bindir: Path
     timings: Timings = LAB_TIMINGS
     etcd_is_a_proxy: bool = False   # ``etcd`` is its link's fault proxy
+    namespace: list[str] | None = None   # nsenter's arguments (chaoslab.local.netns), if any
+    client_networks: tuple[str, ...] = ("127.0.0.1/32",)   # who may connect over TCP
 
     def __post_init__(self) -> None:
         self.dir = self.run_dir.service_dir(self.name)
@@ -66,7 +68,7 @@ class PatroniNode:
         patroni = shutil.which("patroni") or "/usr/bin/patroni"
         self.process = ServerProcess(name=self.name, args=[patroni, str(self.config_path)], cwd=self.dir,
                                      log=self.log, user=self.user, run_dir=self.run_dir,
-                                     stop_signal=signal.SIGTERM)
+                                     stop_signal=signal.SIGTERM, namespace=self.namespace)
 
     @property
     def postgres(self) -> Endpoint:
@@ -90,7 +92,8 @@ class PatroniNode:
         wrapper.chmod(0o755)
         config = node_config(self.name, addresses=self.addresses, etcd=self.etcd, data_dir=self.data,
                              bin_dir=self.bin, socket_dir=self.dir, creds=self.creds, timings=self.timings,
-                             synchronous_mode=synchronous_mode, etcd_is_a_proxy=self.etcd_is_a_proxy)
+                             synchronous_mode=synchronous_mode, etcd_is_a_proxy=self.etcd_is_a_proxy,
+                             client_networks=self.client_networks)
         self.config_path.touch(mode=0o600)
         self.config_path.write_text(node_config_text(config))
         os.chmod(self.config_path, 0o600)

@@ -34,7 +34,7 @@ def find_bindir() -> Path:
 POSTGRESQL_CONF = """\
 # Written by chaoslab for {name}. Scenario changes go through ALTER SYSTEM
 # (postgresql.auto.conf) and are reset by the baseline.
-listen_addresses = '127.0.0.1'
+listen_addresses = '{host}'
 port = {port}
 unix_socket_directories = '{socket_dir}'
 unix_socket_permissions = 0700
@@ -62,11 +62,11 @@ log_line_prefix = '%m [%p] %q%u@%d '
 PG_HBA_CONF = """\
 # Written by chaoslab. The socket directory is private to the server user.
 local   all          all                          trust
-host    replication  {replication_user}  127.0.0.1/32  scram-sha-256
-# HAProxy's role check: no password, this role, this database, this address only.
-host    postgres     {check_user}  127.0.0.1/32  trust
+host    replication  {replication_user}  {clients}  scram-sha-256
+# HAProxy's role check: no password, this role, this database, these addresses only.
+host    postgres     {check_user}  {clients}  trust
 host    all          {check_user}  0.0.0.0/0     reject
-host    all          all           127.0.0.1/32  scram-sha-256
+host    all          all           {clients}  scram-sha-256
 """
 
 
@@ -78,6 +78,10 @@ class PostgresNode:
     user: ServerUser
     creds: Credentials
     bindir: Path
+    # Its network namespace (nsenter's arguments; chaoslab.local.netns), and the addresses its
+    # clients come from: 127.0.0.1, or the run's subnet when the servers have namespaces.
+    namespace: list[str] | None = None
+    clients: str = "127.0.0.1/32"
 
     def __post_init__(self) -> None:
         self.dir = self.run_dir.service_dir(self.name)
@@ -89,6 +93,7 @@ class PostgresNode:
             name=self.name, args=[str(self.bindir / "postgres"), "-D", str(self.data)], cwd=self.dir,
             log=self.log, user=self.user, run_dir=self.run_dir,
             stop_signal=signal.SIGINT,  # "fast" shutdown: roll back clients, checkpoint, exit
+            namespace=self.namespace,
         )
 
     # -- creation -------------------------------------------------------------
@@ -127,9 +132,9 @@ class PostgresNode:
 
     def write_config(self) -> None:
         (self.data / "postgresql.conf").write_text(POSTGRESQL_CONF.format(
-            name=self.name, port=self.endpoint.port, socket_dir=self.dir))
+            name=self.name, host=self.endpoint.host, port=self.endpoint.port, socket_dir=self.dir))
         (self.data / "pg_hba.conf").write_text(PG_HBA_CONF.format(
-            replication_user=self.creds.replication_user, check_user=self.creds.check_user))
+            replication_user=self.creds.replication_user, check_user=self.creds.check_user, clients=self.clients))
         self.user.own(self.data)
 
     def wipe(self) -> None:

@@ -115,6 +115,8 @@ class ServerProcess:
     run_dir: RunDir
     env: dict[str, str] = field(default_factory=dict)
     stop_signal: int = signal.SIGTERM
+    # nsenter's arguments for a network namespace of its own (chaoslab.local.netns), if any.
+    namespace: list[str] | None = None
     pid: int | None = None
     _popen: subprocess.Popen | None = None
 
@@ -144,11 +146,17 @@ class ServerProcess:
     def start(self) -> None:
         if self.running():
             return
+        args, user = self.args, self.user.popen_args()
+        if self.namespace:
+            # Entering a namespace needs root: nsenter enters it, drops to the server user, then
+            # execs the server (same pid, so the process group is the server's).
+            drop = [] if self.user.is_current else ["--setuid", str(self.user.uid), "--setgid", str(self.user.gid)]
+            args, user = ["nsenter", *self.namespace, *drop, "--", *self.args], {}
         with open(self.log, "ab") as log:
             try:
                 self._popen = subprocess.Popen(
-                    self.args, cwd=self.cwd, env=self.user.environment(self.env), stdin=subprocess.DEVNULL,
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self.user.popen_args(),
+                    args, cwd=self.cwd, env=self.user.environment(self.env), stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **user,
                 )
             except FileNotFoundError:
                 raise LabError(self.name, f"to start {self.args[0]}", self.log, "the program is not installed") from None

@@ -13,7 +13,10 @@ from .process import ServerProcess, ServerUser
 
 REDIS_CONF = """\
 # Written by chaoslab: a cache, so nothing is persisted and a restart starts empty.
-bind 127.0.0.1
+bind {host}
+# Bound to one address: the loopback, or the run's own bridge (chaoslab.local.netns), whose
+# clients come from the host's leg on it; protected mode would refuse those.
+protected-mode no
 port {port}
 dir {dir}
 save ""
@@ -29,6 +32,7 @@ class RedisNode:
     run_dir: RunDir
     user: ServerUser
     extra_conf: str = ""  # e.g. "replicaof ..." for a Sentinel group's replica
+    namespace: list[str] | None = None   # nsenter's arguments (chaoslab.local.netns), if any
 
     def __post_init__(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -37,10 +41,11 @@ class RedisNode:
         self.log.touch()
         conf = self.dir / "redis.conf"
         if not conf.exists():  # a restarted node keeps what Sentinel wrote into it
-            conf.write_text(REDIS_CONF.format(port=self.endpoint.port, dir=self.dir) + self.extra_conf)
+            conf.write_text(REDIS_CONF.format(host=self.endpoint.host, port=self.endpoint.port, dir=self.dir) + self.extra_conf)
         self.user.own(self.dir)
         self.process = ServerProcess(name=self.name, args=[binary, str(conf)], cwd=self.dir, log=self.log,
-                                     user=self.user, run_dir=self.run_dir, stop_signal=signal.SIGTERM)
+                                     user=self.user, run_dir=self.run_dir, stop_signal=signal.SIGTERM,
+                                     namespace=self.namespace)
 
     def start(self, timeout: float = 15) -> None:
         self.process.start()
