@@ -7,11 +7,14 @@ the database meanwhile (no 5xx), then uses the cache again on the new master.
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis as redis_client
 
-from chaoslab import api_client, checkers, steps
+from chaoslab import api_client, checkers, redis_probe, steps
 from chaoslab.redis_ha import MASTER_NAME
 from chaoslab.waits import wait_until
 
@@ -65,3 +68,117 @@ def test_master_failover_under_load(lab, api, redis_ha, measure, fault):
     wait_until(lambda: redis_ha.replica_linked(old_master), service=old_master,
                expected=f"to come back as a replica of {new_master}", timeout=60, interval=0.2,
                log=redis_ha.log_path(old_master))
+
+
+# -- the master cut off from the Sentinels, alive and reachable by clients ---------------------------
+# The guard: the master refuses writes unless one replica acknowledged its stream this recently.
+GUARD_MAX_LAG_S = 1
+# What a guarded master may still acknowledge, then lose, is bounded by the max lag, plus a
+# second: Redis recounts its good replicas in replicationCron, once a second.
+LOSS_BOUND_S = GUARD_MAX_LAG_S + 1
+# Writes go on this long after the promotion: past the bound, where the two cases differ.
+WRITES_AFTER_PROMOTION_S = LOSS_BOUND_S + 1
+
+
+class _DirectWriter:
+    """A client that still reaches one Redis node directly (an application that kept the master's
+    address): one SET of a fresh key every few ms, each acknowledged, refused or failed at a
+    monotonic time. Bounded: it stops when told, or after ``limit_s``."""
+
+    def __init__(self, client, limit_s: float = 60) -> None:
+        self.client, self.limit_s = client, limit_s
+        self.acked: list[tuple[str, float]] = []
+        self.refused: list[float] = []   # NOREPLICAS: the guard's answer
+        self.failed: list[str] = []      # anything else: the client cut off, or a bug
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        n = 0
+        while not self._stop.is_set() and time.monotonic() - started < self.limit_s:
+            key = f"split:{n}"
+            n += 1
+            try:
+                self.client.set(key, "x")
+                self.acked.append((key, time.monotonic()))
+            except redis_client.RedisError as exc:
+                if "NOREPLICAS" in str(exc):
+                    self.refused.append(time.monotonic())
+                else:
+                    self.failed.append(f"{key}: {exc}")
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> "_DirectWriter":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("guard", [None, "min_replicas"], ids=["unguarded", "min_replicas"])
+def test_a_master_cut_off_from_the_sentinels_is_replaced_and_its_writes_lost_unless_guarded(
+        redis_ha, measure, guard):
+    """The master is cut off (packets dropped) from the three Sentinels only: they fail over to
+    the replica, while a client that still reaches the old master keeps writing to it. Unguarded,
+    the old master acknowledges every write of that client after the promotion, and once the
+    partition heals the Sentinels turn it into a replica of the new master, which throws them
+    away (Redis's documented loss window). Guarded (min-replicas-to-write 1, max lag 1 s), the old
+    master refuses them (NOREPLICAS) once its replica left: nothing it acknowledged past
+    LOSS_BOUND_S after the promotion is lost. Evidence: each node's own INFO and keys, not the Sentinels' word for the data."""
+    old_master = redis_ha.master()
+    (new_master,) = [name for name in redis_ha.nodes if name != old_master]
+    if guard:
+        redis_ha.require_replicas(old_master, 1, GUARD_MAX_LAG_S)
+    old, new = (redis_probe.client(redis_ha.node_endpoint(name)) for name in (old_master, new_master))
+
+    with _DirectWriter(old) as writer:
+        wait_until(lambda: len(writer.acked) >= 20, service=old_master, expected="writes before the partition",
+                   timeout=10, log=redis_ha.log_path(old_master))
+        for sentinel in redis_ha.sentinels:
+            redis_ha.partition(sentinel, old_master)
+        cut_at = time.monotonic()
+        wait_until(lambda: redis_ha.role(new_master) == "master", service=new_master,
+                   expected=f"promoted by the Sentinels once {old_master} was cut off from them", timeout=30,
+                   interval=0.02, log=redis_ha.log_path(new_master))
+        promoted_at = time.monotonic()
+        # The cut as the network has it (probes that time out: after the promotion, not to delay
+        # its observation): the Sentinels no longer reach the old master, its replica still did.
+        sources = [*redis_ha.sentinels, new_master]
+        with ThreadPoolExecutor(len(sources)) as pool:
+            reached = dict(zip(sources, pool.map(lambda source: redis_ha.reaches(source, old_master), sources)))
+        assert not any(reached[sentinel] for sentinel in redis_ha.sentinels), (
+            f"the partition left a path to {old_master} from {[s for s in redis_ha.sentinels if reached[s]]}")
+        assert reached[new_master], f"the partition cut {new_master} from {old_master} too"
+        assert redis_ha.role(old_master) == "master", f"{old_master} should still believe it is master"
+        wait_until(lambda: time.monotonic() - promoted_at >= WRITES_AFTER_PROMOTION_S, service="harness",
+                   expected="the client to write on past the promotion", timeout=WRITES_AFTER_PROMOTION_S + 5)
+
+    redis_ha.heal_network()
+    wait_until(lambda: redis_ha.replica_linked(old_master), service=old_master,
+               expected=f"turned into a replica of {new_master} by the Sentinels once healed", timeout=60,
+               interval=0.1, log=redis_ha.log_path(old_master))
+    kept = new.mget([key for key, _ in writer.acked])
+    lost = [(key, at) for (key, at), value in zip(writer.acked, kept) if value is None]
+    after_promotion = [at for _, at in writer.acked if at > promoted_at]
+    lost_past_bound = [key for key, at in lost if at > promoted_at + LOSS_BOUND_S]
+    measure("guard", guard or "none")
+    measure("promoted_after_cut_s", round(promoted_at - cut_at, 2), "s")
+    measure("old_master_acked_after_promotion", len(after_promotion))
+    measure("old_master_refused_writes", len(writer.refused))
+    measure("direct_writes_lost", len(lost))
+    assert not writer.failed, (f"{len(writer.failed)} writes to {old_master} failed, the client was cut off too: "
+                               f"{writer.failed[:3]}")
+    if guard is None:
+        assert after_promotion, f"unguarded, {old_master} should acknowledge writes after {new_master}'s promotion"
+        assert lost_past_bound, (
+            f"unguarded, the writes {old_master} acknowledged after the promotion should be lost once it rejoins "
+            f"as a replica; {len(lost)} of {len(writer.acked)} are")
+    else:
+        assert writer.refused, f"guarded, {old_master} should refuse writes once its replica left (NOREPLICAS)"
+        assert not lost_past_bound, (
+            f"guarded, {old_master} acknowledged then lost {len(lost_past_bound)} writes more than "
+            f"{LOSS_BOUND_S} s after the promotion: the guard did not hold")

@@ -153,6 +153,18 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "présentes dans sa table `products`"),
     Measure("writes_on_new_primary", "", "écritures acceptées par le nouveau primary",
             "écritures de l'API (par HAProxy) après la promotion, présentes dans la table du nouveau primary"),
+    # -- the Redis master cut off from the Sentinels (bonus topology)
+    Measure("promoted_after_cut_s", "s", "replica promue après",
+            "de la partition entre le maître Redis et les trois Sentinels au premier échantillon (toutes les "
+            "20 ms) où la replica se dit maître (son propre `INFO replication`)"),
+    Measure("old_master_acked_after_promotion", "", "écritures acquittées par l'ancien maître",
+            "écritures d'un client qui joint encore l'ancien maître Redis en direct, acquittées par lui après la "
+            "promotion de la replica"),
+    Measure("old_master_refused_writes", "", "écritures refusées par l'ancien maître",
+            "écritures de ce client refusées par l'ancien maître (`NOREPLICAS` : aucune replica à jour)"),
+    Measure("direct_writes_lost", "", "écritures acquittées puis perdues",
+            "écritures de ce client acquittées par l'ancien maître et absentes du nouveau maître une fois "
+            "l'ancien redevenu sa replica"),
 )}
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import redis as redis_client
 
 from . import redis_probe
+from .errors import LabError
+from .partitions import Partitions
 from .phases import phase
 from .topology import Endpoint
 from .waits import wait_until
@@ -21,6 +23,9 @@ MASTER_NAME = "lab"
 # Lab timings: a dead master is noticed after 1 s (production often uses 5-30 s;
 # the lab wants a failover to fit in a test), and a stuck failover is retried after 5 s.
 SENTINEL_TIMINGS = {"down_after_ms": 1000, "failover_timeout_ms": 5000}
+# A replica that joins or rejoins (an old master, after a failover) is synced at once: by
+# default a master waits 5 s for more replicas to share one transfer, and the group has one.
+NODE_CONF = "repl-diskless-sync-delay 0\n"
 
 
 def _client(endpoint: Endpoint) -> redis_client.Redis:
@@ -30,6 +35,9 @@ def _client(endpoint: Endpoint) -> redis_client.Redis:
 class RedisHA(abc.ABC):
     nodes: dict
     sentinels: dict
+    # Packet-level partitions between the group's members (chaoslab.partitions), where the
+    # backend can make them; None where they all share 127.0.0.1 (a group started by hand).
+    partitions: Partitions | None = None
 
     @abc.abstractmethod
     def start(self) -> None: ...
@@ -118,13 +126,50 @@ class RedisHA(abc.ABC):
             raise RuntimeError("no agreed Redis master right now")
         return _client(self.node_endpoint(master))
 
+    # -- network faults ----------------------------------------------------------------
+    def partition(self, one: str, other: str, direction: str = "both") -> None:
+        """Packets between two members dropped (chaoslab.partitions: ``both`` ways, or what only
+        one of them sends)."""
+        with phase("fault"):
+            self._require_partitions(f"a partition between {one} and {other}").drop(one, other, direction)
+
+    def reaches(self, source: str, target: str) -> bool:
+        """Whether a TCP connection from inside ``source``'s namespace to ``target`` opens now."""
+        return self._require_partitions(f"a probe from {source} to {target}").reaches(source, target)
+
+    def heal_network(self) -> None:
+        if self.partitions is not None:
+            self.partitions.heal()
+
+    def _require_partitions(self, expected: str) -> Partitions:
+        if self.partitions is None:
+            raise LabError("redis-sentinel", expected, None,
+                           "the group's members share 127.0.0.1 here: partitions need them in network namespaces "
+                           "(the harness's labs, as root, with iproute2, util-linux and iptables)")
+        return self.partitions
+
+    def require_replicas(self, name: str, count: int, max_lag_s: int) -> None:
+        """``name`` refuses writes (NOREPLICAS) unless ``count`` replicas acknowledged its stream
+        within ``max_lag_s`` seconds: Redis's bound on what a master cut off from the group can
+        accept and then lose (min-replicas-to-write, min-replicas-max-lag)."""
+        client = _client(self.node_endpoint(name))
+        try:
+            client.config_set("min-replicas-to-write", count)
+            client.config_set("min-replicas-max-lag", max_lag_s)
+        finally:
+            client.close()
+
     @phase("baseline")
     def restore_baseline(self) -> None:
-        """All processes up and running, one agreed master (whichever), no data."""
+        """All processes up and running, no partition, one agreed master (whichever), no data, and
+        no node refusing writes for want of replicas."""
+        self.heal_network()
         for name in [*self.nodes, *self.sentinels]:
             if self.is_paused(name):
                 self.fault("resume", name)
             if not self.is_running(name):
                 self.fault("start", name)
         self.wait_settled()
+        for name in self.nodes:
+            self.require_replicas(name, 0, 10)   # Redis's defaults
         self.master_client().flushall()

@@ -513,9 +513,11 @@ def section_network(ctx: _Context) -> str:
     split = find_tests(ctx.results, "network", "writes_on_old_primary")
     etcd = [t for t in find_tests(ctx.results, "network") if value(t, "demoted_after_s") is not None
             or value(t, "writes_acked_without_etcd") is not None]
-    lines = ["## 5 bis. Pannes réseau (liens API → Redis, réplication, HAProxy → primary, Patroni → etcd)", ""]
+    sentinel_cut = find_tests(ctx.results, "network", "old_master_acked_after_promotion")
+    lines = ["## 5 bis. Pannes réseau (liens API → Redis, réplication, HAProxy → primary, Patroni → etcd, "
+             "Sentinels → Redis)", ""]
     router = find_tests(ctx.results, "network", "writes_back_after_heal_s")
-    if not reads and not writes and not replication and not split and not etcd and not router:
+    if not any((reads, writes, replication, split, etcd, router, sentinel_cut)):
         lines.append(f"Pannes réseau : {MISSING}.")
         return "\n".join(lines)
     lines += ["Le lien de l'API vers Redis passe par le proxy de pannes du laboratoire (API de Toxiproxy) ; "
@@ -581,6 +583,17 @@ def section_network(ctx: _Context) -> str:
                       f"{cell(value(test, 'writes_back_after_heal_s'), 's')} après la fin de la partition, "
                       f"{cell(value(test, 'lost_writes'))} écriture(s) acquittée(s) perdue(s).",
                   "", legend(("haproxy_marked_down_s", "writes_back_after_heal_s"))]
+    if sentinel_cut:
+        names = ("promoted_after_cut_s", "old_master_acked_after_promotion", "old_master_refused_writes",
+                 "direct_writes_lost")
+        rows = [(f"`{value(t, 'guard') or label(t)}`", *(cell(value(t, n), MEASURES[n].unit) for n in names),
+                 outcome_fr(t)) for t in sentinel_cut]
+        lines += ["", "Maître Redis coupé des trois Sentinels mais vivant (bonus Sentinel) : elles promeuvent la "
+                  "replica, et un client qui joint encore l'ancien maître en direct continue d'y écrire. Sans garde, "
+                  "l'ancien maître acquitte ces écritures, que la resynchronisation efface quand il redevient "
+                  "replica ; avec `min-replicas-to-write 1` (`min-replicas-max-lag 1`), il les refuse dès que sa "
+                  "replica l'a quitté :", "",
+                  md_table(("Garde", *(heading(n) for n in names), "Verdict"), rows), "", legend(names)]
     return "\n".join(lines)
 
 

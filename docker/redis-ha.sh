@@ -20,6 +20,8 @@ write_server_conf() {
   echo 'save ""'
   echo 'appendonly no'
   echo 'protected-mode no'
+  # chaoslab/redis_ha.py's NODE_CONF: a (re)joining replica is synced at once, not after 5 s.
+  echo 'repl-diskless-sync-delay 0'
   if [ -n "${ANNOUNCE_IP:-}" ]; then echo "replica-announce-ip $ANNOUNCE_IP"; fi
   if [ -n "${REDIS_HA_REPLICAOF:-}" ]; then echo "replicaof $REDIS_HA_REPLICAOF 6379"; fi
 }

@@ -343,3 +343,21 @@ def test_the_report_gives_the_graders_grade_never_one_from_test_outcomes(results
     assert "| Note (barème du sujet, par le correcteur) | **19/20** |" in text
     assert "| Docker & lancement | 2/3 |" in text and "| **Total** | **19/20** |" in text
     assert "- `A1.compose_services` (1 pt) : non notable : backend local" in text
+
+
+def test_report_shows_the_redis_master_cut_off_from_the_sentinels(tmp_path: Path):
+    name = "chaos_tests/test_sentinel.py::test_a_master_cut_off_from_the_sentinels_is_replaced_and_its_writes_lost"
+    results = {"run": {}, "tests": [
+        _test(f"{name}[unguarded]", ["network", "sentinel"], param_id="unguarded", guard="none",
+              promoted_after_cut_s=2.21, old_master_acked_after_promotion=291, old_master_refused_writes=0,
+              direct_writes_lost=292),
+        _test(f"{name}[min_replicas]", ["network", "sentinel"], param_id="min_replicas", outcome="failed",
+              guard="min_replicas", promoted_after_cut_s=1.91, old_master_acked_after_promotion=0,
+              old_master_refused_writes=290, direct_writes_lost=0),
+    ]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    text = report.write_report(path, tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "| `none` | 2,21 s | 291 | 0 | 292 | réussi |" in text
+    assert "| `min_replicas` | 1,91 s | 0 | 290 | 0 | échoué" in text
+    assert "- **écritures acquittées puis perdues** :" in text

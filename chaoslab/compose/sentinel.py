@@ -6,7 +6,8 @@ of the run's own compose project, on its network and fixed addresses. Every memb
 announces its container address: that is what a Sentinel hands out for the master,
 and the API, which runs on the host, connects to it directly (Linux routes to a
 bridge network's addresses). The harness reaches every member through a published
-port of 127.0.0.1, and the API finds the Sentinels there.
+port of 127.0.0.1, and the API finds the Sentinels there. A member can be cut from
+another by packets dropped in their containers (chaoslab.partitions).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .. import redis_probe
 from ..redis_ha import MASTER_NAME, SENTINEL_TIMINGS, RedisHA
 from ..topology import Endpoint
 from ..waits import wait_until
+from .partitions import ContainerPartitions
 from .probe import pong
 from .stack import ComposeStack
 
@@ -24,6 +26,7 @@ PROFILE = "sentinel"
 NODES = ("redis-ha-1", "redis-ha-2")
 SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
 REDIS_PORT = 6379
+SENTINEL_PORT = 26379
 STOP_TIMEOUT = 10
 
 
@@ -39,6 +42,9 @@ class ComposeRedisHA(RedisHA):
         self.stack = stack.beside(PROFILE)
         self.nodes = {name: self.stack.reserve_endpoint() for name in NODES}
         self.sentinels = {name: self.stack.reserve_endpoint() for name in SENTINELS}
+        self.partitions = ContainerPartitions(self.stack.containers, lambda name: self.stack.network.address(name),
+                                              {**dict.fromkeys(NODES, REDIS_PORT),
+                                               **dict.fromkeys(SENTINELS, SENTINEL_PORT)})
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:

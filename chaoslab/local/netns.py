@@ -151,15 +151,27 @@ class NodeNetwork:
         _ip("addr", "add", f"{self.gateway}/{self.subnet.prefixlen}", "dev", host_leg, expected="the gateway address")
         _ip("link", "set", host_leg, "up", expected="the host's leg up")
         for index, server in enumerate(self.servers):
-            namespace = self.namespace(server)
-            _ip("netns", "add", namespace, expected=f"a namespace for {server}")
-            _ip("-n", switch, "link", "add", f"s{index}", "type", "veth", "peer", "name", "eth0", "netns", namespace,
-                expected=f"{server}'s interface")
-            _ip("-n", switch, "link", "set", f"s{index}", "master", "br0", "up", expected=f"{server} bridged")
-            _ip("-n", namespace, "addr", "add", f"{self.address(server)}/{self.subnet.prefixlen}", "dev", "eth0",
-                expected=f"{server}'s address")
-            _ip("-n", namespace, "link", "set", "eth0", "up", expected=f"{server}'s interface up")
-            _ip("-n", namespace, "link", "set", "lo", "up", expected=f"{server}'s loopback up")
+            self._plug(index, server)
+
+    def add(self, servers: tuple[str, ...]) -> None:
+        """More servers on the run's bridge (a bonus topology started beside the lab), each with
+        the next address; a server that already has its namespace keeps it."""
+        for server in servers:
+            if server not in self.servers:
+                self.servers = (*self.servers, server)
+                self._plug(len(self.servers) - 1, server)
+
+    def _plug(self, index: int, server: str) -> None:
+        """``server``'s namespace, its interface bridged in the switch, its address up."""
+        switch, namespace = self.namespace(SWITCH), self.namespace(server)
+        _ip("netns", "add", namespace, expected=f"a namespace for {server}")
+        _ip("-n", switch, "link", "add", f"s{index}", "type", "veth", "peer", "name", "eth0", "netns", namespace,
+            expected=f"{server}'s interface")
+        _ip("-n", switch, "link", "set", f"s{index}", "master", "br0", "up", expected=f"{server} bridged")
+        _ip("-n", namespace, "addr", "add", f"{self.address(server)}/{self.subnet.prefixlen}", "dev", "eth0",
+            expected=f"{server}'s address")
+        _ip("-n", namespace, "link", "set", "eth0", "up", expected=f"{server}'s interface up")
+        _ip("-n", namespace, "link", "set", "lo", "up", expected=f"{server}'s loopback up")
 
 
 class NamespacePartitions(Partitions):

@@ -2,6 +2,11 @@
 
 One master, one replica, three Sentinels (a quorum of two), in the lab's run
 directory. Which node is master moves with failovers: ask the Sentinels.
+
+Where the lab's servers have network namespaces (chaoslab.local.netns), so do the
+group's five members, on the same bridge: a Sentinel can then be cut from a Redis node
+by packets dropped (chaoslab.partitions), and every address a Sentinel hands out is one
+the host (the harness, the API) reaches.
 """
 
 from __future__ import annotations
@@ -12,18 +17,19 @@ from dataclasses import dataclass
 
 from .. import redis_probe
 from ..cluster import fault_steps
-from ..redis_ha import MASTER_NAME, SENTINEL_TIMINGS, RedisHA
+from ..redis_ha import MASTER_NAME, NODE_CONF, SENTINEL_TIMINGS, RedisHA
 from ..rundir import RunDir
 from ..topology import Endpoint
 from .process import ServerProcess, ServerUser
+from .netns import NamespacePartitions, NodeNetwork
 from .redis import RedisNode
 
 SENTINEL_CONF = """\
 # Written by chaoslab. Sentinel rewrites this file as it learns the group.
-bind 127.0.0.1
+bind {host}
 port {port}
 dir {dir}
-sentinel monitor {master} 127.0.0.1 {master_port} 2
+sentinel monitor {master} {master_host} {master_port} 2
 sentinel down-after-milliseconds {master} {down_after_ms}
 sentinel failover-timeout {master} {failover_timeout_ms}
 sentinel parallel-syncs {master} 1
@@ -36,7 +42,8 @@ class SentinelNode:
     endpoint: Endpoint
     run_dir: RunDir
     user: ServerUser
-    master_port: int
+    master: Endpoint
+    namespace: list[str] | None = None   # nsenter's arguments (chaoslab.local.netns), if any
 
     def __post_init__(self) -> None:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -45,12 +52,13 @@ class SentinelNode:
         self.log.touch()
         conf = self.dir / "sentinel.conf"
         if not conf.exists():
-            conf.write_text(SENTINEL_CONF.format(port=self.endpoint.port, dir=self.dir, master=MASTER_NAME,
-                                                 master_port=self.master_port, **SENTINEL_TIMINGS))
+            conf.write_text(SENTINEL_CONF.format(host=self.endpoint.host, port=self.endpoint.port, dir=self.dir,
+                                                 master=MASTER_NAME, master_host=self.master.host,
+                                                 master_port=self.master.port, **SENTINEL_TIMINGS))
         self.user.own(self.dir)
         self.process = ServerProcess(name=self.name, args=[binary, str(conf), "--sentinel"], cwd=self.dir,
                                      log=self.log, user=self.user, run_dir=self.run_dir,
-                                     stop_signal=signal.SIGTERM)
+                                     stop_signal=signal.SIGTERM, namespace=self.namespace)
 
     def start(self, timeout: float = 15) -> None:
         self.process.start()
@@ -65,19 +73,32 @@ SERVERS = ("redis-ha-1", "redis-ha-2", *SENTINELS)
 class LocalRedisHA(RedisHA):
     """The Sentinel group on real processes, in the cluster's run directory."""
 
-    def __init__(self, run_dir: RunDir, user: ServerUser, ports: dict[str, int] | None = None) -> None:
-        """``ports``: each server's port, for a group found again in a running lab; else reserved now."""
+    def __init__(self, run_dir: RunDir, user: ServerUser, ports: dict[str, int] | None = None,
+                 network: NodeNetwork | None = None) -> None:
+        """``ports``: each server's port, for a group found again in a running lab; else reserved now.
+        ``network``: the lab's namespaces, which the group joins; None: everything on 127.0.0.1."""
         self.ports = dict(ports) if ports else {name: run_dir.reserve_port() for name in SERVERS}
-        master_port = self.ports["redis-ha-1"]
+        if network is not None:
+            network.add(SERVERS)
+        self.network = network
+
+        def endpoint(name: str) -> Endpoint:
+            return Endpoint(network.address(name) if network else "127.0.0.1", self.ports[name])
+
+        def namespace(name: str) -> list[str] | None:
+            return network.enter(name) if network else None
+        master = endpoint("redis-ha-1")
         self.nodes = {
-            "redis-ha-1": RedisNode("redis-ha-1", Endpoint("127.0.0.1", master_port), run_dir, user),
-            "redis-ha-2": RedisNode("redis-ha-2", Endpoint("127.0.0.1", self.ports["redis-ha-2"]), run_dir, user,
-                                    extra_conf=f"replicaof 127.0.0.1 {master_port}\n"),
+            "redis-ha-1": RedisNode("redis-ha-1", master, run_dir, user, extra_conf=NODE_CONF,
+                                    namespace=namespace("redis-ha-1")),
+            "redis-ha-2": RedisNode("redis-ha-2", endpoint("redis-ha-2"), run_dir, user,
+                                    extra_conf=f"{NODE_CONF}replicaof {master.host} {master.port}\n",
+                                    namespace=namespace("redis-ha-2")),
         }
-        self.sentinels = {
-            name: SentinelNode(name, Endpoint("127.0.0.1", self.ports[name]), run_dir, user, master_port)
-            for name in SENTINELS
-        }
+        self.sentinels = {name: SentinelNode(name, endpoint(name), run_dir, user, master, namespace(name))
+                          for name in SENTINELS}
+        if network is not None:
+            self.partitions = NamespacePartitions(network, self.ports, self.log_path)
 
     def _server(self, name: str):
         return self.nodes.get(name) or self.sentinels[name]
