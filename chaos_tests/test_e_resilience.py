@@ -84,3 +84,24 @@ def test_replica_outage(lab, api, measure, policy):
     some_id = next(iter(products))
     wait_until(lambda: api_client.read(api.base_url, some_id).node == "replica", service="api",
                expected="reads to go back to the replica once it is up", timeout=15, interval=0.1, log=api.log)
+
+
+def test_with_the_replica_down_a_product_just_written_is_cached_from_the_primary(lab, api):
+    """E2, the cache on (fallback): reads go to the primary, idle since the last write, so its WAL
+    position is exactly that write's. The stale-fill guard must still let the value into Redis
+    (read in Redis itself), the new one after a PUT: else every read of a recently written key
+    would go to the primary for as long as the replica is down."""
+    lab.stop(REPLICA)
+    product_id = api_client.create(api.base_url, "written-with-the-replica-down", 100)["id"]
+    key = f"product:{product_id}"
+    for price in (100, 250):
+        if price != 100:
+            assert api_client.update(api.base_url, product_id, "written-with-the-replica-down", price).status_code == 200
+        first = api_client.read(api.base_url, product_id)
+        assert (first.status, first.node, first.cache) == (200, "primary", "miss"), (
+            f"with {REPLICA} down, the first read after a write should miss and fall back to the primary: {first}")
+        cached = lab.redis().get(key)
+        assert cached is not None and json.loads(cached)["price_cents"] == price, (
+            f"redis: expected {key} filled with price_cents {price} by that read from the idle primary, "
+            f"it holds {cached!r} (log: {api.log})")
+        assert api_client.read(api.base_url, product_id).cache == "hit"

@@ -55,6 +55,21 @@ class ProductRead:
     node: Node
 
 
+def fill_must_be_newer(position: queries.Position | None, marker_before_read: int | None) -> bool:
+    """Whether what was read must be strictly newer than the key's write marker to be cached.
+
+    A primary's position can equal that of a write its snapshot did not see yet (the commit
+    flushed, not yet visible), so data read there must be strictly newer than the marker,
+    unless that very marker was already in Redis before the read began: a writer sets it only
+    once its commit has returned, so the read's snapshot saw that write. Without that
+    exception, a key read from an idle primary after a write (the replica down, or behind)
+    could not be cached until unrelated WAL moved the primary's position. A standby's replay
+    position is only ever that of writes it has applied: at least the marker is enough."""
+    if position is None or position.in_recovery:
+        return False
+    return position.lsn != marker_before_read
+
+
 @dataclass(frozen=True)
 class _NodeRead:
     product: dict[str, Any] | None
@@ -137,9 +152,7 @@ class ProductService:
                 product_id,
                 payload,
                 position=None if position is None else position.lsn,
-                # A primary's position can equal a write's that its snapshot did not
-                # see yet (commit flushed, not yet visible): demand strictly newer.
-                strict=position is not None and not position.in_recovery,
+                strict=fill_must_be_newer(position, lookup.marker),
             )
         return ProductRead(payload, lookup.header, read.node)
 
@@ -219,7 +232,7 @@ class ProductService:
                     product_id,
                     payload,
                     position=None if position is None else position.lsn,
-                    strict=position is not None and not position.in_recovery,
+                    strict=fill_must_be_newer(position, marker),
                     xfetch=self._xfetch.meta(self._settings.cache_ttl_seconds, delta),
                     token=token,
                 )
