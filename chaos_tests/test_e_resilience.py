@@ -7,11 +7,9 @@ import time
 from collections import Counter
 
 import pytest
-import requests
 
-from chaoslab import api_client, checkers, steps
+from chaoslab import api_client, steps
 from chaoslab.api_server import ApiServer
-from chaoslab.checkers import percentile
 from chaoslab.topology import REDIS, REPLICA
 from chaoslab.waits import wait_until
 
