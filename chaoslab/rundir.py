@@ -21,6 +21,11 @@ from .errors import LabError
 from .waits import wait_until
 
 RUN_ROOT = Path(os.environ.get("CHAOSLAB_RUN_ROOT", "/tmp/chaoslab"))
+# What every run on this machine shares, whatever its run root: the port reservations (two
+# runs in two roots, the hands-on tests' and the scenarios', both want the brief's ports) and
+# the lock under which a run picks a subnet for its network namespaces.
+MACHINE_DIR = Path(os.environ.get("CHAOSLAB_MACHINE_DIR", "/tmp/chaoslab-machine"))
+PORTS_DIR = MACHINE_DIR / "ports"
 OWNER_FILE = "owner.json"
 DETACHED_FILE = "detached"  # `python -m chaoslab up` leaves its stack running on purpose
 
@@ -42,9 +47,19 @@ def _owner_alive(run_dir: Path) -> bool:
     return _process_start_time(owner["pid"]) == owner["start"]
 
 
+def _marker_owner(marker: Path) -> Path | None:
+    """The run directory that reserved a port, from its marker; None while the marker is being
+    written (it is created empty, then filled) or if it is gone."""
+    try:
+        text = marker.read_text().strip()
+    except OSError:
+        return None
+    return Path(text) if text else None
+
+
 def _root() -> Path:
     RUN_ROOT.mkdir(parents=True, exist_ok=True)
-    (RUN_ROOT / "ports").mkdir(exist_ok=True)
+    PORTS_DIR.mkdir(parents=True, exist_ok=True)
     # Servers may run as another user than the harness: they need to traverse the root.
     os.chmod(RUN_ROOT, 0o755)
     return RUN_ROOT
@@ -112,17 +127,17 @@ class RunDir:
     def _try_reserve(self, port: int) -> bool:
         if not _port_free(port):
             return False
-        marker = RUN_ROOT / "ports" / str(port)
+        marker = PORTS_DIR / str(port)
         try:
             fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            owner = RUN_ROOT / marker.read_text().strip() if marker.exists() else None
-            if owner is not None and owner.exists():
+            owner = _marker_owner(marker)
+            if owner is None or owner.exists():   # None: its owner is writing it right now
                 return False
             marker.unlink(missing_ok=True)  # reserved by a run that is gone
             return self._try_reserve(port)
         with os.fdopen(fd, "w") as handle:
-            handle.write(self.run_id)
+            handle.write(str(self.path))   # the owner's whole path: runs of several roots share the registry
         (self.path / "ports").mkdir(exist_ok=True)
         (self.path / "ports" / str(port)).touch()
         return True
@@ -260,12 +275,9 @@ def reap_run(run_dir: Path) -> None:
             except LabError:
                 pass  # the directory goes anyway; what resists holds no port of a live run
     for port in (run_dir / "ports").glob("*") if (run_dir / "ports").exists() else []:
-        marker = RUN_ROOT / "ports" / port.name
-        try:
-            if marker.read_text().strip() == run_dir.name:
-                marker.unlink()
-        except OSError:
-            pass
+        marker = PORTS_DIR / port.name
+        if _marker_owner(marker) == run_dir:
+            marker.unlink(missing_ok=True)
     from .local.netns import remove_namespaces   # the local backend's; a no-op where there are none
     remove_namespaces(run_dir.name)
     _keep_logs(run_dir)

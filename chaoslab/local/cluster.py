@@ -13,7 +13,7 @@ from ..cluster import Cluster
 from ..credentials import from_environment
 from ..errors import LabError
 from ..network import LINKS
-from ..rundir import RUN_ROOT, RunDir, reap_abandoned_runs
+from ..rundir import MACHINE_DIR, RunDir, reap_abandoned_runs
 from ..topology import (BRIEF_HAPROXY_READ_PORT, BRIEF_PORTS, DB_NODES, HAPROXY, PRIMARY, REDIS, REPLICA,
                         Credentials, Endpoint)
 from .faultproxy import FaultProxyNode
@@ -54,7 +54,7 @@ class LocalCluster(Cluster):
         self.run_dir = run_dir = RunDir.create()
         try:
             if self.namespaces:
-                self.network = NodeNetwork.create(run_dir.run_id, self.NAMESPACED, RUN_ROOT)
+                self.network = NodeNetwork.create(run_dir.run_id, self.NAMESPACED, MACHINE_DIR)
 
             def port(brief: int) -> int:
                 return run_dir.reserve_port(brief if self.brief_ports else None)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..credentials import from_environment
 from ..errors import LabError
-from ..rundir import RUN_ROOT, RunDir, reap_abandoned_runs
+from ..rundir import MACHINE_DIR, RunDir, reap_abandoned_runs
 from ..topology import BRIEF_HAPROXY_READ_PORT, BRIEF_PORTS, HAPROXY, REDIS, REPLICA, Credentials, Endpoint
 from ..waits import wait_until
 from ..patroni.base import READ_BACKEND, WRITE_BACKEND, BasePatroniCluster
@@ -79,7 +79,7 @@ class PatroniCluster(BasePatroniCluster):
         self.run_dir = run_dir = RunDir.create()
         try:
             if self.namespaces:
-                self.network = NodeNetwork.create(run_dir.run_id, self.NAMESPACED, RUN_ROOT)
+                self.network = NodeNetwork.create(run_dir.run_id, self.NAMESPACED, MACHINE_DIR)
             self._build(run_dir)
             if self.network is not None:
                 ports = {ETCD: self.etcd.client.port, REDIS: self.redis_node.endpoint.port,
