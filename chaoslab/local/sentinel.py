@@ -20,8 +20,8 @@ from ..cluster import fault_steps
 from ..redis_ha import MASTER_NAME, NODE_CONF, SENTINEL_TIMINGS, RedisHA
 from ..rundir import RunDir
 from ..topology import Endpoint
-from .process import ServerProcess, ServerUser
 from .netns import NamespacePartitions, NodeNetwork
+from .process import ServerProcess, ServerUser
 from .redis import RedisNode
 
 SENTINEL_CONF = """\
