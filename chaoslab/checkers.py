@@ -153,7 +153,12 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "présentes dans sa table `products`"),
     Measure("writes_on_new_primary", "", "écritures acceptées par le nouveau primary",
             "écritures de l'API (par HAProxy) après la promotion, présentes dans la table du nouveau primary"),
-    # -- the Redis master cut off from the Sentinels (bonus topology)
+    # -- Redis Sentinel (bonus topology)
+    Measure("sentinel_promotion_s", "s", "promotion par Sentinel",
+            "de la panne du maître (tué ou gelé) au premier échantillon (toutes les 100 ms) où les trois "
+            "Sentinels désignent le même nouveau maître et où celui-ci se dit maître"),
+    Measure("cache_hits_resume_s", "s", "retour des hits du cache",
+            "de la panne du maître au premier `GET` servi depuis Redis (nouveau maître) par l'API"),
     Measure("promoted_after_cut_s", "s", "replica promue après",
             "de la partition entre le maître Redis et les trois Sentinels au premier échantillon (toutes les "
             "20 ms) où la replica se dit maître (son propre `INFO replication`)"),

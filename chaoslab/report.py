@@ -588,11 +588,12 @@ def section_network(ctx: _Context) -> str:
                  "direct_writes_lost")
         rows = [(f"`{value(t, 'guard') or label(t)}`", *(cell(value(t, n), MEASURES[n].unit) for n in names),
                  outcome_fr(t)) for t in sentinel_cut]
+        # What the scenario checks, not what it found: the verdict column says whether it held.
         lines += ["", "Maître Redis coupé des trois Sentinels mais vivant (bonus Sentinel) : elles promeuvent la "
-                  "replica, et un client qui joint encore l'ancien maître en direct continue d'y écrire. Sans garde, "
-                  "l'ancien maître acquitte ces écritures, que la resynchronisation efface quand il redevient "
-                  "replica ; avec `min-replicas-to-write 1` (`min-replicas-max-lag 1`), il les refuse dès que sa "
-                  "replica l'a quitté :", "",
+                  "replica, et un client qui joint encore l'ancien maître en direct continue d'y écrire. Le scénario "
+                  "vérifie que, sans garde, l'ancien maître acquitte ces écritures et que la resynchronisation les "
+                  "efface quand il redevient replica ; et qu'avec `min-replicas-to-write 1` "
+                  "(`min-replicas-max-lag 1`), il les refuse dès que sa replica l'a quitté :", "",
                   md_table(("Garde", *(heading(n) for n in names), "Verdict"), rows), "", legend(names)]
     return "\n".join(lines)
 
@@ -822,9 +823,10 @@ def section_bonuses(ctx: _Context) -> str:
     ]
     lines.append("")
     if sentinel_rows:
+        names = ("sentinel_promotion_s", "cache_hits_resume_s")
         lines += ["Redis Sentinel (maître tué ou gelé sous charge de lectures) :", "",
-                  md_table(("Panne du maître", "Promotion par Sentinel", "Retour des hits du cache",
-                            "Lectures en échec / total", "Verdict"), sentinel_rows)]
+                  md_table(("Panne du maître", *(heading(n) for n in names), "Lectures en échec / total",
+                            "Verdict"), sentinel_rows), "", legend(names)]
     else:
         lines.append(f"Redis Sentinel : {MISSING}.")
     return "\n".join(lines)
