@@ -389,9 +389,16 @@ async def _run_on(conn: AsyncConnection, operation: Callable[[Session], Awaitabl
     try:
         return await operation(Session(conn, on_round_trip))
     except psycopg.Error as exc:
-        if conn.broken or isinstance(exc, _SESSION_ENDED_BY_SERVER):
+        if conn.broken or isinstance(exc, _SESSION_ENDED_BY_SERVER) or _failed_without_the_server(exc):
             raise _BrokenConnection() from exc
         raise
+
+
+def _failed_without_the_server(exc: psycopg.Error) -> bool:
+    """An OperationalError with no SQLSTATE came from the driver, not from the server: the
+    connection failed under the query (a pipeline aborted by a session that ended, as in a
+    switchover), whatever ``conn.broken`` says yet. An error the server sent has a SQLSTATE."""
+    return isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None
 
 
 def _no_op() -> None:

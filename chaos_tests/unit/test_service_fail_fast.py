@@ -10,6 +10,7 @@ import asyncio
 import socket
 import time
 
+import psycopg
 import pytest
 from psycopg import errors as psycopg_errors
 
@@ -94,6 +95,18 @@ def test_a_session_the_server_ended_is_a_broken_connection_even_before_the_socke
     be retried (a read) like a dead connection, not failed as a database error."""
     async def operation(session):
         raise ended("terminating connection due to administrator command")
+    with pytest.raises(_BrokenConnection):
+        asyncio.run(_run_on(_Connection(broken=False), operation, lambda: None))
+
+
+@pytest.mark.parametrize("failure", [psycopg.errors.PipelineAborted("pipeline aborted"),
+                                     psycopg.OperationalError("consuming input failed: server closed the connection")])
+def test_a_failure_the_driver_reports_without_a_sqlstate_is_a_broken_connection(failure):
+    """Seen in CI during a Patroni switchover: a read's pipeline aborted under it ("pipeline=ABORTED",
+    the connection not yet marked broken), then failed as a database error with no retry, and the
+    read answered 503 while the other node could serve it."""
+    async def operation(session):
+        raise failure
     with pytest.raises(_BrokenConnection):
         asyncio.run(_run_on(_Connection(broken=False), operation, lambda: None))
 
