@@ -55,6 +55,12 @@ class ProductRead:
     node: Node
 
 
+def _behind_in_recovery(position: queries.Position | None, marker: int) -> bool:
+    """A node that answered on the write port but is in recovery and has not replayed
+    the key's last write: not the primary that acknowledged it."""
+    return position is not None and position.in_recovery and position.lsn < marker
+
+
 def fill_must_be_newer(position: queries.Position | None, marker_before_read: int | None) -> bool:
     """Whether what was read must be strictly newer than the key's write marker to be cached.
 
@@ -281,13 +287,18 @@ class ProductService:
             # The replica has not replayed this key's last write: its row may be old.
             self._metrics.read_redirects.labels("replica_behind").inc()
             try:
-                (product, position) = await self.primary.run(operation, retry_if_broken=True)
+                primary_read = await self.primary.run(operation, retry_if_broken=True)
             except DatabaseUnavailable:
-                # No primary (the very moment writes fail too): answer what the
-                # replica has, as the brief's design would, but never cache it. The
-                # write behind the marker may even be lost for good after a failover.
+                primary_read = None
+            if primary_read is None or _behind_in_recovery(primary_read[1], lookup.marker):
+                # No primary (the very moment writes fail too), or the node behind the
+                # write port is in recovery and behind too (a demoted leader restarting
+                # as a standby opens for reads before it has replayed its own WAL):
+                # answer what the replica has, as the brief's design would, but never
+                # cache it. The write behind the marker may even be lost after a failover.
                 logger.info("product %s: replica behind its last write and no primary; serving the replica", product_id)
                 return _NodeRead(product, "replica", position, cacheable=False)
+            (product, position) = primary_read
             node = "primary"
         return _NodeRead(product, node, position)
 
