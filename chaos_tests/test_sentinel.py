@@ -15,7 +15,8 @@ import pytest
 import redis as redis_client
 
 from chaoslab import api_client, checkers, redis_probe, steps
-from chaoslab.redis_ha import MASTER_NAME
+from chaoslab.network import Link
+from chaoslab.redis_ha import MASTER_NAME, SENTINEL_TIMINGS
 from chaoslab.waits import wait_until
 
 pytestmark = pytest.mark.sentinel
@@ -182,3 +183,70 @@ def test_a_master_cut_off_from_the_sentinels_is_replaced_and_its_writes_lost_unl
         assert not lost_past_bound, (
             f"guarded, {old_master} acknowledged then lost {len(lost_past_bound)} writes more than "
             f"{LOSS_BOUND_S} s after the promotion: the guard did not hold")
+
+
+# Sentinel deems a master down once a PING has waited down-after-milliseconds for its answer.
+DOWN_AFTER_MS = SENTINEL_TIMINGS["down_after_ms"]
+# Long enough for a failover (about 2 to 3 s here), and ten times down-after for a quiet group.
+WATCH_S = 10 * DOWN_AFTER_MS / 1000
+
+
+def _ping_ms(client) -> float:
+    """One PING's round trip on ``client``'s connection (opened beforehand: connecting takes more)."""
+    started = time.monotonic()
+    client.ping()
+    return (time.monotonic() - started) * 1000
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("latency_ms", [DOWN_AFTER_MS * 3 // 10, DOWN_AFTER_MS * 3 // 2],
+                         ids=["below_down_after", "above_down_after"])
+def test_latency_on_the_sentinels_links_to_a_healthy_master(redis_ha, measure, latency_ms):
+    """Latency on what the master answers the three Sentinels, and on nothing else: its clients
+    and its replica hear it at once. Sentinel judges a master by how long its PING waits for an
+    answer: below down-after-milliseconds nothing happens; above it, the Sentinels fail over a
+    master that is alive and that a client reaches in a few milliseconds (a false positive: what
+    a down-after shorter than the network's worst round trip costs). Evidence: the nodes' own
+    INFO and client lists, a client's direct PING, and a PING through a Sentinel's link."""
+    old_master = redis_ha.master()
+    (replica,) = [name for name in redis_ha.nodes if name != old_master]
+    assert not redis_ha.sentinels_heard_directly(), (
+        f"the Sentinels should reach the nodes only through their links' proxies: {redis_ha.sentinels_heard_directly()}")
+    link = redis_ha.fault_links.listen[Link(next(iter(redis_ha.sentinels)), old_master).name]
+    through_link = redis_probe.client(link, timeout=latency_ms / 1000 + 2)
+    direct = redis_probe.client(redis_ha.node_endpoint(old_master))
+    _ping_ms(through_link), _ping_ms(direct)   # both connections open before the fault
+    for sentinel in redis_ha.sentinels:
+        redis_ha.fault_link("latency", sentinel, old_master, ms=latency_ms)
+    started = time.monotonic()
+    direct_ms: list[float] = []
+
+    def promoted() -> bool:
+        direct_ms.append(_ping_ms(direct))
+        return redis_ha.role(replica) == "master"
+    with ThreadPoolExecutor(1) as pool:
+        through_link_ms = pool.submit(_ping_ms, through_link)   # beside the watch, not before it
+        while not promoted() and time.monotonic() - started < WATCH_S:
+            time.sleep(0.05)
+        through_link_ms = through_link_ms.result()
+    through_link.close(), direct.close()
+    promoted_after = time.monotonic() - started if redis_ha.role(replica) == "master" else None
+    measure("sentinel_link_ping_ms", round(through_link_ms, 1), "ms")
+    measure("master_ping_ms_max", round(max(direct_ms), 1), "ms")
+    if promoted_after is not None:
+        measure("spurious_failover_after_s", round(promoted_after, 2), "s")
+    assert through_link_ms >= latency_ms, (
+        f"a PING through {link} (a Sentinel's link to {old_master}) took {through_link_ms:.0f} ms: the "
+        f"{latency_ms} ms latency is not on the link (fault proxy log: {redis_ha.fault_links.log})")
+    assert max(direct_ms) < DOWN_AFTER_MS / 2, (
+        f"{old_master} should answer a client at once, only its Sentinels' links are slow; "
+        f"its slowest PING took {max(direct_ms):.0f} ms")
+    if latency_ms < DOWN_AFTER_MS:
+        assert promoted_after is None, (
+            f"{replica} was promoted {promoted_after:.1f} s after a {latency_ms} ms latency on the Sentinels' "
+            f"links, below down-after-milliseconds ({DOWN_AFTER_MS}): nothing should have happened")
+    else:
+        assert promoted_after is not None, (
+            f"the Sentinels should fail over {old_master} once its answers take {latency_ms} ms, over "
+            f"down-after-milliseconds ({DOWN_AFTER_MS}); {replica} is still a replica (log: "
+            f"{redis_ha.log_path(next(iter(redis_ha.sentinels)))})")

@@ -170,6 +170,14 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     Measure("direct_writes_lost", "", "écritures acquittées puis perdues",
             "écritures de ce client acquittées par l'ancien maître et absentes du nouveau maître une fois "
             "l'ancien redevenu sa replica"),
+    Measure("sentinel_link_ping_ms", "ms", "PING par le lien d'une Sentinel",
+            "un `PING` du banc au maître Redis par le proxy du lien d'une Sentinel vers lui, latence ajoutée"),
+    Measure("master_ping_ms_max", "ms", "PING direct le plus lent",
+            "le plus lent des `PING` d'un client qui joint le maître en direct pendant la latence sur les liens "
+            "des Sentinels"),
+    Measure("spurious_failover_after_s", "s", "bascule d'un maître sain après",
+            "de la latence ajoutée sur les liens des trois Sentinels vers le maître au premier échantillon "
+            "(toutes les 50 ms) où la replica se dit maître (son propre `INFO replication`)"),
 )}
 
 

@@ -25,6 +25,9 @@ from .compose.cli import run
 from .errors import LabError
 
 CHAIN = "CHAOSLAB"
+# Where each table's chain is jumped to from: filter's drops what a service receives, nat's
+# redirects what it connects to (``redirect``).
+JUMPS = {"filter": (CHAIN, "INPUT"), "nat": ("CHAOSLAB_LINKS", "OUTPUT")}
 DIRECTIONS = ("both", "from_first", "from_second")   # what is dropped: both ways, or one way only
 
 
@@ -83,6 +86,18 @@ class Partitions:
             self._iptables(receiver, "-D", CHAIN, *self._rule(sender), expected=f"its rule against {sender} removed")
             self.cut.discard((receiver, sender))
 
+    def redirect(self, source: str, target: str, to) -> None:
+        """``source``'s new TCP connections to ``target``'s address and port go to ``to`` (an
+        Endpoint) instead: a DNAT rule in ``source``'s namespace. It serves a link through the
+        fault proxy for a client that connects to addresses it learns rather than to one it is
+        given (a Sentinel: the replicas' come from the master's INFO), and only that client's
+        connections: the target's other clients are not redirected. It is not a fault, so
+        ``heal`` leaves it; it goes with the namespace."""
+        chain, _ = JUMPS["nat"]
+        self._iptables(source, "-A", chain, "-p", "tcp", "-d", self.address(target), "--dport",
+                       str(self.ports[target]), "-j", "DNAT", "--to-destination", str(to), table="nat",
+                       expected=f"its connections to {target} redirected to {to}")
+
     def heal(self) -> None:
         """Every rule gone, from every namespace that still exists (the others took theirs along)."""
         for receiver in sorted({receiver for receiver, _ in self.cut}):
@@ -99,17 +114,18 @@ class Partitions:
                    log=self._log(source), timeout=timeout_s + 30, check=False)
         return done.returncode == 0
 
-    def _iptables(self, service: str, *rule: str, expected: str) -> None:
+    def _iptables(self, service: str, *rule: str, expected: str, table: str = "filter") -> None:
         if os.geteuid() != 0 or not shutil.which("nsenter") or not shutil.which("iptables"):
-            raise LabError(service, f"{expected} (a packet-level partition)",
+            raise LabError(service, f"{expected} (iptables rules in its network namespace)",
                            cause="it needs root, nsenter (util-linux) and iptables on the host: run as root, "
                                  "`apt-get install -y iptables util-linux`")
-        enter = ["nsenter", *self._namespace(service), "iptables", "-w", "5"]
+        enter = ["nsenter", *self._namespace(service), "iptables", "-w", "5", "-t", table]
         log = self._log(service)
-        # The chain, once per namespace, first in INPUT.
-        if run([*enter, "-n", "-L", CHAIN], service=service, expected="its chain listed", log=log,
+        # The table's chain, once per namespace, first in the chain it hangs from.
+        chain, parent = JUMPS[table]
+        if run([*enter, "-n", "-L", chain], service=service, expected="its chain listed", log=log,
                check=False).returncode != 0:
-            run([*enter, "-N", CHAIN], service=service, expected=f"the {CHAIN} chain created", log=log)
-            run([*enter, "-I", "INPUT", "1", "-j", CHAIN], service=service, expected=f"INPUT to jump to {CHAIN}",
+            run([*enter, "-N", chain], service=service, expected=f"the {chain} chain created", log=log)
+            run([*enter, "-I", parent, "1", "-j", chain], service=service, expected=f"{parent} to jump to {chain}",
                 log=log)
         run([*enter, *rule], service=service, expected=expected, log=log)

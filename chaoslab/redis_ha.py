@@ -14,6 +14,7 @@ import redis as redis_client
 
 from . import redis_probe
 from .errors import LabError
+from .network import FaultLinks, Link, answers_through, parameters_for
 from .partitions import Partitions
 from .phases import phase
 from .topology import Endpoint
@@ -38,6 +39,9 @@ class RedisHA(abc.ABC):
     # Packet-level partitions between the group's members (chaoslab.partitions), where the
     # backend can make them; None where they all share 127.0.0.1 (a group started by hand).
     partitions: Partitions | None = None
+    # The Sentinels' links to the Redis nodes, one per pair, served through the lab's fault
+    # proxy (``serve_sentinel_links``); None where the backend cannot redirect a Sentinel.
+    fault_links: FaultLinks | None = None
 
     @abc.abstractmethod
     def start(self) -> None: ...
@@ -131,15 +135,94 @@ class RedisHA(abc.ABC):
         """Packets between two members dropped (chaoslab.partitions: ``both`` ways, or what only
         one of them sends)."""
         with phase("fault"):
-            self._require_partitions(f"a partition between {one} and {other}").drop(one, other, direction)
+            partitions = self._require_partitions(f"a partition between {one} and {other}")
+            partitions.drop(one, other, direction)
+            # A Sentinel's connections go round such rules through its links' proxies: those
+            # links are blackholed too (as chaoslab.network.LinkFaults.partition does).
+            links = self.fault_links.served_between(one, other) if self.fault_links is not None else []
+            if links:
+                try:
+                    self.fault_links.partition(one, other, direction, links)
+                except LabError:
+                    partitions.undo(one, other, direction)
+                    raise
 
     def reaches(self, source: str, target: str) -> bool:
-        """Whether a TCP connection from inside ``source``'s namespace to ``target`` opens now."""
-        return self._require_partitions(f"a probe from {source} to {target}").reaches(source, target)
+        """Whether a TCP connection from inside ``source``'s namespace to ``target`` opens now and,
+        where it goes through a link's proxy (which accepts even when it holds everything), whether
+        that proxy carries a PING to ``target`` and its answer back."""
+        if not self._require_partitions(f"a probe from {source} to {target}").reaches(source, target):
+            return False
+        listen = self.fault_links.endpoint_for(source, target) if self.fault_links is not None else None
+        return listen is None or answers_through(listen, "redis")
 
     def heal_network(self) -> None:
         if self.partitions is not None:
             self.partitions.heal()
+        if self.fault_links is not None:
+            for link in self.fault_links.links:   # the group's links only: the proxy is the lab's
+                self.fault_links.heal(link)
+
+    # -- the Sentinels' links, through the fault proxy ------------------------------------------
+    def sentinel_links(self) -> tuple[Link, ...]:
+        return tuple(Link(sentinel, node) for sentinel in self.sentinels for node in self.nodes)
+
+    def serve_sentinel_links(self, lab_links: FaultLinks, listen: dict[Link, Endpoint],
+                             upstream: dict[str, Endpoint]) -> None:
+        """Each Sentinel's connections to each node through a proxy of their own on the lab's fault
+        proxy (``listen``: where each link's proxy listens; ``upstream``: each node's address as
+        the proxy reaches it), so that toxics can slow or cut what one Sentinel hears from one
+        node. A Sentinel connects to the addresses it learns (the master's, the replicas' from
+        its INFO), so it cannot be pointed at a proxy: a DNAT rule in its namespace sends its
+        connections to a node's address there, and no other client's. Then its current
+        connections are closed so that it reconnects through the proxies, which the nodes'
+        own client lists must show."""
+        partitions = self._require_partitions("the Sentinels' links served through the fault proxy")
+        links = FaultLinks(lab_links.client, {}, lab_links.log, self.sentinel_links())
+        for link in links.links:
+            links.create(link, listen[link], upstream[link.target])
+            partitions.redirect(link.source, link.target, listen[link])
+        self.fault_links = links
+        for name in self.nodes:
+            client = _client(self.node_endpoint(name))
+            try:
+                for entry in client.client_list():
+                    if entry.get("name", "").startswith("sentinel-"):
+                        client.client_kill_filter(_id=entry["id"])
+            finally:
+                client.close()
+        wait_until(lambda: not self.sentinels_heard_directly(), service="redis-sentinel",
+                   expected="every Sentinel to reconnect to both nodes through its links' proxies",
+                   timeout=30, interval=0.2, log=lab_links.log)
+        self.wait_settled()
+
+    def sentinels_heard_directly(self) -> list[str]:
+        """What each node's own client list says: Sentinel connections that come from a Sentinel's
+        own address rather than the proxy's, and nodes that no Sentinel reaches at all."""
+        own = {self.partitions.address(sentinel) for sentinel in self.sentinels}
+        direct = []
+        for name in self.nodes:
+            client = _client(self.node_endpoint(name))
+            try:
+                entries = [entry for entry in client.client_list() if entry.get("name", "").startswith("sentinel-")]
+            except Exception:
+                entries = []
+            finally:
+                client.close()
+            direct += [f"{name}: {entry['addr']}" for entry in entries if entry["addr"].rsplit(":", 1)[0] in own]
+            if len(entries) < 2 * len(self.sentinels):   # a command and a pub/sub link from each
+                direct.append(f"{name}: {len(entries)} Sentinel connections")
+        return direct
+
+    def fault_link(self, action: str, source: str, target: str, **parameters: int) -> None:
+        """A network fault (chaoslab.network.NETWORK_FAULTS, ``heal``) on what one Sentinel and
+        one node say to each other."""
+        with phase("fault"):
+            if self.fault_links is None:
+                raise LabError("redis-sentinel", f"a fault on the link {source} → {target}", None,
+                               "the Sentinels' links are served through the fault proxy only in the harness's "
+                               "labs, as root, where the group has network namespaces")
+            self.fault_links.apply_to(action, [Link(source, target)], parameters_for(action, parameters))
 
     def _require_partitions(self, expected: str) -> Partitions:
         if self.partitions is None:

@@ -286,7 +286,7 @@ class ComposeCluster(Cluster):
         """The Sentinel group as services of this run's project (profile ``sentinel``); the caller starts it."""
         if self.run_dir is None:
             raise LabError("redis-sentinel", "the lab to be started before its Sentinel group")
-        return ComposeRedisHA(self.stack)
+        return ComposeRedisHA(self.stack, self.fault_links)
 
     # -- for people ------------------------------------------------------------------------------
     def describe(self) -> dict[str, dict]:

@@ -15,9 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .. import redis_probe
+from ..network import FaultLinks
 from ..redis_ha import MASTER_NAME, SENTINEL_TIMINGS, RedisHA
 from ..topology import Endpoint
 from ..waits import wait_until
+from . import faultproxy
 from .partitions import ContainerPartitions
 from .probe import pong
 from .stack import ComposeStack
@@ -28,6 +30,9 @@ SENTINELS = ("sentinel-1", "sentinel-2", "sentinel-3")
 REDIS_PORT = 6379
 SENTINEL_PORT = 26379
 STOP_TIMEOUT = 10
+# The Sentinels' links listen on the fault proxy's address from this port on (the lab's own
+# links take the ports from chaoslab.compose.faultproxy.FIRST_LINK_PORT).
+FIRST_LINK_PORT = faultproxy.FIRST_LINK_PORT + 100
 
 
 def _variable(service: str, what: str) -> str:
@@ -38,7 +43,10 @@ def _variable(service: str, what: str) -> str:
 class ComposeRedisHA(RedisHA):
     """The Sentinel group beside the brief's stack, in the same compose project."""
 
-    def __init__(self, stack: ComposeStack) -> None:
+    def __init__(self, stack: ComposeStack, lab_links: FaultLinks | None = None) -> None:
+        """``lab_links``: the lab's fault proxy (a service of the same project), which then serves
+        the Sentinels' links to the nodes."""
+        self.lab_links = lab_links
         self.stack = stack.beside(PROFILE)
         self.nodes = {name: self.stack.reserve_endpoint() for name in NODES}
         self.sentinels = {name: self.stack.reserve_endpoint() for name in SENTINELS}
@@ -64,6 +72,13 @@ class ComposeRedisHA(RedisHA):
                 self._wait_ready(name)
             self.wait_settled()
             self._wait_sentinels_know_the_group()
+            if self.lab_links is not None:
+                address = self.stack.network.address
+                self.serve_sentinel_links(
+                    self.lab_links,
+                    {link: Endpoint(address(faultproxy.SERVICE), FIRST_LINK_PORT + number)
+                     for number, link in enumerate(self.sentinel_links())},
+                    {name: Endpoint(address(name), REDIS_PORT) for name in NODES})
 
     def _variables(self) -> dict[str, str]:
         address = self.stack.network.address

@@ -235,7 +235,7 @@ class LocalCluster(Cluster):
         node.start()
 
     def redis_ha(self) -> LocalRedisHA:
-        return LocalRedisHA(self.run_dir, ServerUser.detect(), network=self.network)
+        return LocalRedisHA(self.run_dir, ServerUser.detect(), network=self.network, lab_links=self.fault_links)
 
     def rejoin(self, old_primary: str, new_primary: str) -> None:
         node = self.nodes[old_primary]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .. import redis_probe
 from ..cluster import fault_steps
+from ..network import FaultLinks
 from ..redis_ha import MASTER_NAME, NODE_CONF, SENTINEL_TIMINGS, RedisHA
 from ..rundir import RunDir
 from ..topology import Endpoint
@@ -74,9 +75,12 @@ class LocalRedisHA(RedisHA):
     """The Sentinel group on real processes, in the cluster's run directory."""
 
     def __init__(self, run_dir: RunDir, user: ServerUser, ports: dict[str, int] | None = None,
-                 network: NodeNetwork | None = None) -> None:
+                 network: NodeNetwork | None = None, lab_links: FaultLinks | None = None) -> None:
         """``ports``: each server's port, for a group found again in a running lab; else reserved now.
-        ``network``: the lab's namespaces, which the group joins; None: everything on 127.0.0.1."""
+        ``network``: the lab's namespaces, which the group joins; None: everything on 127.0.0.1.
+        ``lab_links``: the lab's fault proxy, which then serves the Sentinels' links (with ``network``)."""
+        self.run_dir = run_dir
+        self.lab_links = lab_links if network is not None else None
         self.ports = dict(ports) if ports else {name: run_dir.reserve_port() for name in SERVERS}
         if network is not None:
             network.add(SERVERS)
@@ -109,6 +113,12 @@ class LocalRedisHA(RedisHA):
         for sentinel in self.sentinels.values():
             sentinel.start()
         self.wait_settled()
+        if self.lab_links is not None:
+            # The proxy runs on the host: a Sentinel reaches it on the host's leg on the bridge.
+            self.serve_sentinel_links(
+                self.lab_links,
+                {link: Endpoint(self.network.gateway, self.run_dir.reserve_port()) for link in self.sentinel_links()},
+                {name: node.endpoint for name, node in self.nodes.items()})
 
     def close(self) -> None:
         for server in [*self.sentinels.values(), *self.nodes.values()]:
