@@ -109,6 +109,11 @@ class FaultLinks:
         self.client.create_proxy(link.name, str(listen), str(upstream))
         self.listen[link.name] = listen
 
+    def remove(self, link: Link) -> None:
+        """Its proxy gone from the fault proxy (a group that stops before the lab does)."""
+        self.client.delete_proxy(link.name)
+        self.listen.pop(link.name, None)
+
     def links_of(self, service: str) -> list[Link]:
         return self._served(lambda link: service in (link.source, link.target),
                             f"a link to or from {service} to fault")

@@ -196,6 +196,16 @@ class RedisHA(abc.ABC):
                    timeout=30, interval=0.2, log=lab_links.log)
         self.wait_settled()
 
+    def release_sentinel_links(self) -> None:
+        """The group's proxies removed from the lab's fault proxy, which outlives the group (a
+        proxy already gone with the lab is no error)."""
+        links, self.fault_links = self.fault_links, None
+        for link in links.links if links is not None else ():
+            try:
+                links.remove(link)
+            except LabError:
+                pass
+
     def sentinels_heard_directly(self) -> list[str]:
         """What each node's own client list says: Sentinel connections that come from a Sentinel's
         own address rather than the proxy's, and nodes that no Sentinel reaches at all."""

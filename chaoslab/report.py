@@ -514,10 +514,11 @@ def section_network(ctx: _Context) -> str:
     etcd = [t for t in find_tests(ctx.results, "network") if value(t, "demoted_after_s") is not None
             or value(t, "writes_acked_without_etcd") is not None]
     sentinel_cut = find_tests(ctx.results, "network", "old_master_acked_after_promotion")
+    sentinel_slow = find_tests(ctx.results, "network", "sentinel_link_ping_ms")
     lines = ["## 5 bis. Pannes réseau (liens API → Redis, réplication, HAProxy → primary, Patroni → etcd, "
              "Sentinels → Redis)", ""]
     router = find_tests(ctx.results, "network", "writes_back_after_heal_s")
-    if not any((reads, writes, replication, split, etcd, router, sentinel_cut)):
+    if not any((reads, writes, replication, split, etcd, router, sentinel_cut, sentinel_slow)):
         lines.append(f"Pannes réseau : {MISSING}.")
         return "\n".join(lines)
     lines += ["Le lien de l'API vers Redis passe par le proxy de pannes du laboratoire (API de Toxiproxy) ; "
@@ -595,6 +596,17 @@ def section_network(ctx: _Context) -> str:
                   "efface quand il redevient replica ; et qu'avec `min-replicas-to-write 1` "
                   "(`min-replicas-max-lag 1`), il les refuse dès que sa replica l'a quitté :", "",
                   md_table(("Garde", *(heading(n) for n in names), "Verdict"), rows), "", legend(names)]
+    if sentinel_slow:
+        names = ("sentinel_link_ping_ms", "master_ping_ms_max", "spurious_failover_after_s")
+        # A case that passed without a failover had none to time: the cell says so.
+        rows = [(f"`{t.get('param_id') or label(t)}`", *(NOT_APPLICABLE if value(t, n) is None and t.get("outcome") == "passed"
+                                    else cell(value(t, n), MEASURES[n].unit) for n in names), outcome_fr(t))
+                for t in sentinel_slow]
+        lines += ["", "Latence sur les liens des trois Sentinels vers un maître Redis sain (bonus Sentinel ; ses "
+                  "clients et sa replica l'entendent sans délai). Le scénario vérifie qu'en dessous de "
+                  "`down-after-milliseconds` (1000 ms) rien ne bascule pendant 10 s, et qu'au-dessus les Sentinels "
+                  "basculent un maître qu'un client joint en quelques millisecondes (un faux positif) :", "",
+                  md_table(("Cas", *(heading(n) for n in names), "Verdict"), rows), "", legend(names)]
     return "\n".join(lines)
 
 

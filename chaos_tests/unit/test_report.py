@@ -361,3 +361,19 @@ def test_report_shows_the_redis_master_cut_off_from_the_sentinels(tmp_path: Path
     assert "| `none` | 2,21 s | 291 | 0 | 292 | réussi |" in text
     assert "| `min_replicas` | 1,91 s | 0 | 290 | 0 | échoué" in text
     assert "- **écritures acquittées puis perdues** :" in text
+
+
+def test_report_shows_latency_on_the_sentinels_links(tmp_path: Path):
+    name = "chaos_tests/test_sentinel.py::test_latency_on_the_sentinels_links_to_a_healthy_master"
+    results = {"run": {}, "tests": [
+        _test(f"{name}[below_down_after]", ["network", "sentinel"], param_id="below_down_after",
+              sentinel_link_ping_ms=301.7, master_ping_ms_max=0.8),
+        _test(f"{name}[above_down_after]", ["network", "sentinel"], param_id="above_down_after",
+              sentinel_link_ping_ms=1501.7, master_ping_ms_max=1.2, spurious_failover_after_s=2.24),
+    ]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    text = report.write_report(path, tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "| `below_down_after` | 301,7 ms | 0,8 ms | sans objet | réussi |" in text
+    assert "| `above_down_after` | 1502 ms | 1,2 ms | 2,24 s | réussi |" in text
+    assert "- **bascule d'un maître sain après** :" in text

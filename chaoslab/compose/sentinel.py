@@ -109,6 +109,7 @@ class ComposeRedisHA(RedisHA):
 
     def close(self) -> None:
         self.stack.close()
+        self.release_sentinel_links()
 
     # -- where things are ---------------------------------------------------------------------------------
     def sentinel_endpoints(self) -> list[Endpoint]:

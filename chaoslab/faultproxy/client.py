@@ -43,6 +43,9 @@ class ToxiproxyClient:
         return self._call("POST", "/proxies", {"name": name, "listen": listen, "upstream": upstream,
                                                "enabled": enabled})
 
+    def delete_proxy(self, name: str) -> None:
+        self._call("DELETE", f"/proxies/{name}")
+
     def set_enabled(self, proxy: str, enabled: bool) -> dict:
         return self._call("POST", f"/proxies/{proxy}", {"enabled": enabled})
 

@@ -123,6 +123,7 @@ class LocalRedisHA(RedisHA):
     def close(self) -> None:
         for server in [*self.sentinels.values(), *self.nodes.values()]:
             server.process.stop(timeout=5)
+        self.release_sentinel_links()
 
     def sentinel_endpoints(self) -> list[Endpoint]:
         return [sentinel.endpoint for sentinel in self.sentinels.values()]
