@@ -94,9 +94,13 @@ class Partitions:
         connections: the target's other clients are not redirected. It is not a fault, so
         ``heal`` leaves it; it goes with the namespace."""
         chain, _ = JUMPS["nat"]
-        self._iptables(source, "-A", chain, "-p", "tcp", "-d", self.address(target), "--dport",
-                       str(self.ports[target]), "-j", "DNAT", "--to-destination", str(to), table="nat",
-                       expected=f"its connections to {target} redirected to {to}")
+        rule = ["-p", "tcp", "-d", self.address(target), "--dport", str(self.ports[target]), "-j", "DNAT",
+                "--to-destination", str(to)]
+        # Once only: a namespace that already has it (a baseline that routes again) keeps it.
+        if not self._iptables(source, "-C", chain, *rule, table="nat", check=False,
+                              expected=f"its redirection to {target} looked up"):
+            self._iptables(source, "-A", chain, *rule, table="nat",
+                           expected=f"its connections to {target} redirected to {to}")
 
     def heal(self) -> None:
         """Every rule gone, from every namespace that still exists (the others took theirs along)."""
@@ -114,7 +118,9 @@ class Partitions:
                    log=self._log(source), timeout=timeout_s + 30, check=False)
         return done.returncode == 0
 
-    def _iptables(self, service: str, *rule: str, expected: str, table: str = "filter") -> None:
+    def _iptables(self, service: str, *rule: str, expected: str, table: str = "filter", check: bool = True) -> bool:
+        """One iptables command in ``service``'s namespace, its table's chain created first if
+        need be; whether it succeeded (``check``: a failure is an error)."""
         if os.geteuid() != 0 or not shutil.which("nsenter") or not shutil.which("iptables"):
             raise LabError(service, f"{expected} (iptables rules in its network namespace)",
                            cause="it needs root, nsenter (util-linux) and iptables on the host: run as root, "
@@ -128,4 +134,4 @@ class Partitions:
             run([*enter, "-N", chain], service=service, expected=f"the {chain} chain created", log=log)
             run([*enter, "-I", parent, "1", "-j", chain], service=service, expected=f"{parent} to jump to {chain}",
                 log=log)
-        run([*enter, *rule], service=service, expected=expected, log=log)
+        return run([*enter, *rule], service=service, expected=expected, log=log, check=check).returncode == 0

@@ -177,12 +177,18 @@ class RedisHA(abc.ABC):
         connections to a node's address there, and no other client's. Then its current
         connections are closed so that it reconnects through the proxies, which the nodes'
         own client lists must show."""
-        partitions = self._require_partitions("the Sentinels' links served through the fault proxy")
+        self._require_partitions("the Sentinels' links served through the fault proxy")
         links = FaultLinks(lab_links.client, {}, lab_links.log, self.sentinel_links())
         for link in links.links:
             links.create(link, listen[link], upstream[link.target])
-            partitions.redirect(link.source, link.target, listen[link])
         self.fault_links = links
+        self._route_sentinels_through_their_links()
+
+    def _route_sentinels_through_their_links(self) -> None:
+        """The redirections in place (again: a Sentinel container started anew has a new
+        namespace), every Sentinel connection closed, and the Sentinels back through the links."""
+        for link in self.fault_links.links:
+            self.partitions.redirect(link.source, link.target, self.fault_links.listen[link.name])
         for name in self.nodes:
             client = _client(self.node_endpoint(name))
             try:
@@ -191,9 +197,9 @@ class RedisHA(abc.ABC):
                         client.client_kill_filter(_id=entry["id"])
             finally:
                 client.close()
-        wait_until(lambda: not self.sentinels_heard_directly(), service="redis-sentinel",
+        wait_until(lambda: not self.sentinel_links_unserved(), service="redis-sentinel",
                    expected="every Sentinel to reconnect to both nodes through its links' proxies",
-                   timeout=30, interval=0.2, log=lab_links.log)
+                   timeout=30, interval=0.2, log=self.fault_links.log)
         self.wait_settled()
 
     def release_sentinel_links(self) -> None:
@@ -206,9 +212,10 @@ class RedisHA(abc.ABC):
             except LabError:
                 pass
 
-    def sentinels_heard_directly(self) -> list[str]:
-        """What each node's own client list says: Sentinel connections that come from a Sentinel's
-        own address rather than the proxy's, and nodes that no Sentinel reaches at all."""
+    def sentinel_links_unserved(self) -> list[str]:
+        """What keeps the Sentinels' links from being served, as each node's own client list says:
+        Sentinel connections from a Sentinel's own address rather than the proxy's, and fewer
+        Sentinel connections than two from each (a command and a pub/sub one)."""
         own = {self.partitions.address(sentinel) for sentinel in self.sentinels}
         direct = []
         for name in self.nodes:
@@ -220,7 +227,7 @@ class RedisHA(abc.ABC):
             finally:
                 client.close()
             direct += [f"{name}: {entry['addr']}" for entry in entries if entry["addr"].rsplit(":", 1)[0] in own]
-            if len(entries) < 2 * len(self.sentinels):   # a command and a pub/sub link from each
+            if len(entries) < 2 * len(self.sentinels):
                 direct.append(f"{name}: {len(entries)} Sentinel connections")
         return direct
 
@@ -263,6 +270,8 @@ class RedisHA(abc.ABC):
             if not self.is_running(name):
                 self.fault("start", name)
         self.wait_settled()
+        if self.fault_links is not None and self.sentinel_links_unserved():
+            self._route_sentinels_through_their_links()
         for name in self.nodes:
             self.require_replicas(name, 0, 10)   # Redis's defaults
         self.master_client().flushall()
