@@ -187,15 +187,20 @@ class FaultLinks:
                 self.heal(link)
             raise
 
-    def heal(self, link: Link) -> None:
-        state = self.client.proxies().get(link.name, {})
+    def heal(self, link: Link, state: dict | None = None) -> None:
+        state = self.client.proxies().get(link.name, {}) if state is None else state
         for toxic in state.get("toxics", []):
             self.client.remove_toxic(link.name, toxic["name"])
         if not state.get("enabled", True):
             self.client.set_enabled(link.name, True)
 
     def heal_all(self) -> None:
-        self.client.reset()
+        """Every fault on these links gone, and on no other: one fault proxy may serve the links
+        of two labs (the Sentinel group's beside the brief's)."""
+        states = self.client.proxies()
+        for link in self.links:
+            if link.name in states:
+                self.heal(link, states[link.name])
 
     def active(self) -> dict[str, list[str]]:
         """Each link that has a fault: its toxics, as `type stream attributes`, and `down`."""
@@ -261,6 +266,8 @@ class LinkFaults:
     # Packet-level partitions (iptables rules in the services' own network namespaces), where
     # the backend can make them (chaoslab.compose.partitions).
     partitions = None
+    # Why a lab without a fault proxy has none, for the error that says so.
+    no_links_reason = "this lab does not serve its links through a fault proxy (the benchmark's lab has none)"
 
     def partition(self, one: str, other: str, direction: str = "both") -> None:
         """``one`` and ``other`` stop hearing each other by any path (``both``), or only what
@@ -288,11 +295,17 @@ class LinkFaults:
     def reaches(self, source: str, target: str) -> bool:
         """Whether ``source`` can talk to ``target`` now, by the path the lab gives it: evidence
         from the network, not from either service. Where packets can be dropped, the backend
-        asks from inside ``source`` (compose: a connection from its container); else the path is
-        the pair's link, probed with the target's protocol (a blackholed link still accepts)."""
-        if self.partitions is not None:
-            return self.partitions.reaches(source, target)
-        return answers_through(self.path(source, target), self.protocol(source, target))
+        asks from inside ``source`` (compose: a connection from its container), and the pair's
+        link, if it has one, must carry the target's answer; else the path is the pair's link
+        (or the target itself), probed with the target's protocol."""
+        if self.partitions is None:
+            return answers_through(self.path(source, target), self.protocol(source, target))
+        if not self.partitions.reaches(source, target):
+            return False
+        # A connection through the pair's link opens even when the link holds everything: the
+        # link must carry the target's answer too.
+        linked = self.fault_links.endpoint_for(source, target) if self.fault_links is not None else None
+        return linked is None or answers_through(linked, self.protocol(source, target))
 
     def protocol(self, source: str, target: str) -> str:
         """What ``source`` speaks to ``target`` (a key of FIRST_WORDS)."""
@@ -312,8 +325,7 @@ class LinkFaults:
 
     def require_fault_links(self) -> FaultLinks:
         if self.fault_links is None:
-            raise LabError("network", f"network faults on the {self.name} lab", None,
-                           "this lab does not serve its links through a fault proxy (the benchmark's lab has none)")
+            raise LabError("network", f"network faults on the {self.name} lab", None, self.no_links_reason)
         return self.fault_links
 
     def fault_network(self, action: str, service: str, **parameters: int) -> None:

@@ -14,7 +14,7 @@ import redis as redis_client
 
 from . import redis_probe
 from .errors import LabError
-from .network import FaultLinks, Link, answers_through, parameters_for
+from .network import FaultLinks, Link, LinkFaults
 from .partitions import Partitions
 from .phases import phase
 from .topology import Endpoint
@@ -33,7 +33,8 @@ def _client(endpoint: Endpoint) -> redis_client.Redis:
     return redis_probe.client(endpoint)
 
 
-class RedisHA(abc.ABC):
+class RedisHA(LinkFaults, abc.ABC):
+    name = "redis-sentinel"
     nodes: dict
     sentinels: dict
     # Packet-level partitions between the group's members (chaoslab.partitions), where the
@@ -42,6 +43,8 @@ class RedisHA(abc.ABC):
     # The Sentinels' links to the Redis nodes, one per pair, served through the lab's fault
     # proxy (``serve_sentinel_links``); None where the backend cannot redirect a Sentinel.
     fault_links: FaultLinks | None = None
+    no_links_reason = ("the group's members share 127.0.0.1 here: its partitions and links need them in network "
+                       "namespaces (the harness's labs, as root, with iproute2, util-linux and iptables)")
 
     @abc.abstractmethod
     def start(self) -> None: ...
@@ -130,38 +133,15 @@ class RedisHA(abc.ABC):
             raise RuntimeError("no agreed Redis master right now")
         return _client(self.node_endpoint(master))
 
-    # -- network faults ----------------------------------------------------------------
-    def partition(self, one: str, other: str, direction: str = "both") -> None:
-        """Packets between two members dropped (chaoslab.partitions: ``both`` ways, or what only
-        one of them sends)."""
-        with phase("fault"):
-            partitions = self._require_partitions(f"a partition between {one} and {other}")
-            partitions.drop(one, other, direction)
-            # A Sentinel's connections go round such rules through its links' proxies: those
-            # links are blackholed too (as chaoslab.network.LinkFaults.partition does).
-            links = self.fault_links.served_between(one, other) if self.fault_links is not None else []
-            if links:
-                try:
-                    self.fault_links.partition(one, other, direction, links)
-                except LabError:
-                    partitions.undo(one, other, direction)
-                    raise
+    # -- network faults: chaoslab.network.LinkFaults (partition, reaches, fault_link, heal_network) --
+    def endpoint(self, service: str) -> Endpoint:
+        """Where the harness reaches a member: a node, or a Sentinel."""
+        if service in self.nodes:
+            return self.node_endpoint(service)
+        return dict(zip(self.sentinels, self.sentinel_endpoints()))[service]
 
-    def reaches(self, source: str, target: str) -> bool:
-        """Whether a TCP connection from inside ``source``'s namespace to ``target`` opens now and,
-        where it goes through a link's proxy (which accepts even when it holds everything), whether
-        that proxy carries a PING to ``target`` and its answer back."""
-        if not self._require_partitions(f"a probe from {source} to {target}").reaches(source, target):
-            return False
-        listen = self.fault_links.endpoint_for(source, target) if self.fault_links is not None else None
-        return listen is None or answers_through(listen, "redis")
-
-    def heal_network(self) -> None:
-        if self.partitions is not None:
-            self.partitions.heal()
-        if self.fault_links is not None:
-            for link in self.fault_links.links:   # the group's links only: the proxy is the lab's
-                self.fault_links.heal(link)
+    def protocol(self, source: str, target: str) -> str:
+        return "redis"   # Sentinels speak it too
 
     # -- the Sentinels' links, through the fault proxy ------------------------------------------
     def sentinel_links(self) -> tuple[Link, ...]:
@@ -177,7 +157,9 @@ class RedisHA(abc.ABC):
         connections to a node's address there, and no other client's. Then its current
         connections are closed so that it reconnects through the proxies, which the nodes'
         own client lists must show."""
-        self._require_partitions("the Sentinels' links served through the fault proxy")
+        if self.partitions is None:
+            raise LabError(self.name, "the Sentinels' links served through the fault proxy", None,
+                           self.no_links_reason)
         links = FaultLinks(lab_links.client, {}, lab_links.log, self.sentinel_links())
         for link in links.links:
             links.create(link, listen[link], upstream[link.target])
@@ -230,23 +212,6 @@ class RedisHA(abc.ABC):
             if len(entries) < 2 * len(self.sentinels):
                 direct.append(f"{name}: {len(entries)} Sentinel connections")
         return direct
-
-    def fault_link(self, action: str, source: str, target: str, **parameters: int) -> None:
-        """A network fault (chaoslab.network.NETWORK_FAULTS, ``heal``) on what one Sentinel and
-        one node say to each other."""
-        with phase("fault"):
-            if self.fault_links is None:
-                raise LabError("redis-sentinel", f"a fault on the link {source} → {target}", None,
-                               "the Sentinels' links are served through the fault proxy only in the harness's "
-                               "labs, as root, where the group has network namespaces")
-            self.fault_links.apply_to(action, [Link(source, target)], parameters_for(action, parameters))
-
-    def _require_partitions(self, expected: str) -> Partitions:
-        if self.partitions is None:
-            raise LabError("redis-sentinel", expected, None,
-                           "the group's members share 127.0.0.1 here: partitions need them in network namespaces "
-                           "(the harness's labs, as root, with iproute2, util-linux and iptables)")
-        return self.partitions
 
     def require_replicas(self, name: str, count: int, max_lag_s: int) -> None:
         """``name`` refuses writes (NOREPLICAS) unless ``count`` replicas acknowledged its stream

@@ -72,6 +72,7 @@ class ComposeSubmission(Target):
         self.run_dir: rundir.RunDir | None = None
         self.compose: Compose | None = None
         self._ports: dict[str, Endpoint] = {}
+        self._services: list[str] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def up(self) -> None:
@@ -128,8 +129,12 @@ class ComposeSubmission(Target):
 
     # -- where things are --------------------------------------------------------------------------------
     def declared_services(self) -> list[str]:
-        done = self._compose("config", "--services", expected="the list of services", timeout=60)
-        return done.stdout.split()
+        # Asked before most checks and faults; the grader never edits the compose file (F3
+        # edits haproxy.cfg), so compose is asked once: 0.4 s a time, 5 s of every grading.
+        if self._services is None:
+            done = self._compose("config", "--services", expected="the list of services", timeout=60)
+            self._services = done.stdout.split()
+        return list(self._services)
 
     def running_services(self) -> dict[str, bool]:
         containers = Containers(self.compose.project, self.log_hint)
