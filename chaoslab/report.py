@@ -24,6 +24,7 @@ from chaoslab import plots
 from chaoslab.checkers import MEASURES
 from chaoslab.cluster import FAULTS
 from chaoslab.network import NETWORK_FAULTS
+from chaoslab.redis_ha import SENTINEL_TIMINGS
 from chaoslab.grader.rubric import format_points
 from chaoslab.results import attachment, find_tests, first_value, load_results, value
 
@@ -598,14 +599,16 @@ def section_network(ctx: _Context) -> str:
                   md_table(("Garde", *(heading(n) for n in names), "Verdict"), rows), "", legend(names)]
     if sentinel_slow:
         names = ("sentinel_link_ping_ms", "master_ping_ms_max", "spurious_failover_after_s")
+        down_after = SENTINEL_TIMINGS["down_after_ms"]
         # A case that passed without a failover had none to time: the cell says so.
         rows = [(f"`{t.get('param_id') or label(t)}`", *(NOT_APPLICABLE if value(t, n) is None and t.get("outcome") == "passed"
                                     else cell(value(t, n), MEASURES[n].unit) for n in names), outcome_fr(t))
                 for t in sentinel_slow]
         lines += ["", "Latence sur les liens des trois Sentinels vers un maître Redis sain (bonus Sentinel ; ses "
                   "clients et sa replica l'entendent sans délai). Le scénario vérifie qu'en dessous de "
-                  "`down-after-milliseconds` (1000 ms) rien ne bascule pendant 10 s, et qu'au-dessus les Sentinels "
-                  "basculent un maître qu'un client joint en quelques millisecondes (un faux positif) :", "",
+                  f"`down-after-milliseconds` ({down_after} ms) rien ne bascule pendant dix fois ce délai, et "
+                  "qu'au-dessus les Sentinels basculent un maître qu'un client joint en direct en moins de sa moitié "
+                  "(un faux positif) :", "",
                   md_table(("Cas", *(heading(n) for n in names), "Verdict"), rows), "", legend(names)]
     return "\n".join(lines)
 

@@ -14,6 +14,13 @@ from chaoslab.results import load_results
 pytest_plugins = ["pytester"]
 
 
+def _report_text(tmp_path: Path, results: dict) -> str:
+    """The report written from ``results``, as a results file on disk."""
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    return report.write_report(path, tmp_path / "report.md").read_text(encoding="utf-8")
+
+
 def _test(nodeid, markers, outcome="passed", param_id=None, duration=1.0, attachments=None, **figures):
     return {
         "nodeid": nodeid,
@@ -323,9 +330,7 @@ def test_report_shows_the_bonus_figures(tmp_path: Path):
               fault="kill", sentinel_promotion_s=2.33, cache_hits_resume_s=4.11, failed_reads=0,
               reads_total=1548),
     ]}
-    path = tmp_path / "results.json"
-    path.write_text(json.dumps(results))
-    text = report.write_report(path, tmp_path / "report.md").read_text(encoding="utf-8")
+    text = _report_text(tmp_path, results)
     assert "| clé froide, GET concurrents, avec protection | 1 |" in text
     assert "| clé froide, GET concurrents, sans protection | 137 |" in text
     assert "| `kill` | 2,33 s | 4,11 s | 0 / 1548 | réussi |" in text
@@ -355,9 +360,7 @@ def test_report_shows_the_redis_master_cut_off_from_the_sentinels(tmp_path: Path
               guard="min_replicas", promoted_after_cut_s=1.91, old_master_acked_after_promotion=0,
               old_master_refused_writes=290, direct_writes_lost=0),
     ]}
-    path = tmp_path / "results.json"
-    path.write_text(json.dumps(results))
-    text = report.write_report(path, tmp_path / "report.md").read_text(encoding="utf-8")
+    text = _report_text(tmp_path, results)
     assert "| `none` | 2,21 s | 291 | 0 | 292 | réussi |" in text
     assert "| `min_replicas` | 1,91 s | 0 | 290 | 0 | échoué" in text
     assert "- **écritures acquittées puis perdues** :" in text
@@ -371,9 +374,7 @@ def test_report_shows_latency_on_the_sentinels_links(tmp_path: Path):
         _test(f"{name}[above_down_after]", ["network", "sentinel"], param_id="above_down_after",
               sentinel_link_ping_ms=1501.7, master_ping_ms_max=1.2, spurious_failover_after_s=2.24),
     ]}
-    path = tmp_path / "results.json"
-    path.write_text(json.dumps(results))
-    text = report.write_report(path, tmp_path / "report.md").read_text(encoding="utf-8")
+    text = _report_text(tmp_path, results)
     assert "| `below_down_after` | 301,7 ms | 0,8 ms | sans objet | réussi |" in text
     assert "| `above_down_after` | 1502 ms | 1,2 ms | 2,24 s | réussi |" in text
     assert "- **bascule d'un maître sain après** :" in text
