@@ -99,8 +99,6 @@ class _Flight:
 # Background early refreshes at once, at most: beyond, values just expire and the
 # lock keeps each miss to one load.
 _MAX_REFRESHES = 256
-# How often a read waiting for the replica to replay its key's last write looks again.
-_CATCH_UP_POLL_S = 0.05
 
 
 def encode(document: Any) -> bytes:
@@ -295,36 +293,14 @@ class ProductService:
             if primary_read is None or _behind_in_recovery(primary_read[1], lookup.marker):
                 # No primary (the very moment writes fail too), or the node behind the
                 # write port is in recovery and behind too (a demoted leader restarting
-                # as a standby opens for reads before it has replayed its own WAL).
-                caught_up = await self._replica_caught_up(operation, lookup.marker)
-                if caught_up is not None:
-                    logger.info("product %s: no primary; served once the replica replayed its last write", product_id)
-                    caught_up_product, caught_up_position = caught_up
-                    return _NodeRead(caught_up_product, "replica", caught_up_position)
-                # Answer what the replica has, as the brief's design would, but never
+                # as a standby opens for reads before it has replayed its own WAL):
+                # answer what the replica has, as the brief's design would, but never
                 # cache it. The write behind the marker may even be lost after a failover.
                 logger.info("product %s: replica behind its last write and no primary; serving the replica", product_id)
                 return _NodeRead(product, "replica", position, cacheable=False)
             (product, position) = primary_read
             node = "primary"
         return _NodeRead(product, node, position)
-
-    async def _replica_caught_up(self, operation, marker: int):
-        """Poll the replica, for at most ``read_catch_up_s``, until it has replayed ``marker``:
-        with no primary to ask, a write just acknowledged is often only a replay away (a
-        replica under load, a demoted leader replaying its own WAL); (row, position) then,
-        else None."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.read_catch_up_s
-        while loop.time() + _CATCH_UP_POLL_S <= deadline:
-            await asyncio.sleep(_CATCH_UP_POLL_S)
-            try:
-                product, position = await self.replica.run(operation, retry_if_broken=True)
-            except DatabaseUnavailable:
-                return None
-            if position is not None and position.lsn >= marker:
-                return product, position
-        return None
 
     async def _on_replica_or_policy(self, operation):
         try:

@@ -33,9 +33,6 @@ class Settings:
     # Must outlive the replica lag plus one request, so reads still in flight
     # when a write lands cannot put the old row back.
     lsn_marker_ttl_seconds: int = 300
-    # With no primary to ask (a failover under way), how long a read of a key whose last
-    # write the replica has not replayed waits for it to, before answering what it has.
-    read_catch_up_s: float = 1.0
     redis_timeout_ms: int = 100
     # libpq takes whole seconds and psycopg enforces libpq's 2 s floor.
     db_connect_timeout_s: int = 2
@@ -92,7 +89,6 @@ class Settings:
             replica_down_policy=env.choice("REPLICA_DOWN_POLICY", "fallback", ("fallback", "error")),
             stale_fill_guard=env.boolean("STALE_FILL_GUARD", True),
             lsn_marker_ttl_seconds=env.integer("LSN_MARKER_TTL_SECONDS", 300, minimum=1),
-            read_catch_up_s=env.number("READ_CATCH_UP_S", 1.0, minimum=0.0),
             redis_timeout_ms=env.integer("REDIS_TIMEOUT_MS", 100, minimum=1),
             db_connect_timeout_s=math.ceil(env.number("DB_CONNECT_TIMEOUT_S", 2.0, minimum=1.0)),
             db_pool_timeout_s=env.number("DB_POOL_TIMEOUT_S", 2.0, minimum=0.01),
