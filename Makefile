@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 PYTEST := $(PY) -m pytest
 
-.PHONY: setup lab test test-compose bench report clean
+.PHONY: setup lab test test-compose bench cpu report clean
 
 setup:
 	@scripts/setup.sh
@@ -35,6 +35,11 @@ test-compose: setup
 bench: setup
 	@scripts/setup.sh wrk
 	$(PY) -m chaoslab.bench
+
+# Where `make test`'s CPU goes, machine-wide (process accounting, root): whether the two
+# cores, not the workers' count, bound it. See README, "Where the time goes".
+cpu: setup
+	$(PY) -m chaoslab cpu -- $(MAKE) --no-print-directory test
 
 report: setup
 	$(PY) -m chaoslab.report --results reports/results.json --grade reports/grade/grade.json --out report.md

@@ -11,6 +11,7 @@
     python -m chaoslab demo failover      part F in one command: load, kill, promote, switch, timeline
     python -m chaoslab down               stop it and remove every trace
     python -m chaoslab phases             where a test run's seconds went (reports/results.json)
+    python -m chaoslab cpu -- make test   where a command's CPU went, and whether the CPUs bounded it
 """
 
 from __future__ import annotations
@@ -145,12 +146,17 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--out", default="reports/grade", help="where to write JUnit, results.json, FEEDBACK.md")
     commands.add_parser("phases", add_help=False,
                         help="where a run's seconds went, per phase and per scenario (see phases --help)")
+    commands.add_parser("cpu", add_help=False,
+                        help="where a command's CPU went, machine-wide (root; see cpu --help)")
     down = commands.add_parser("down", help="stop the stack and remove every trace")
     down.add_argument("--all", action="store_true", help="also reap any abandoned run")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["phases"]:   # its own options: chaoslab.phase_report
         from .phase_report import main as phases_main
         return phases_main(argv[1:])
+    if argv[:1] == ["cpu"]:      # its own options: chaoslab.cpu_budget
+        from .cpu_budget import main as cpu_main
+        return cpu_main(argv[1:])
     args = parser.parse_args(argv)
     terminate_like_ctrl_c()   # `kill`/`timeout` clean up as Ctrl-C does (a grading's compose project...)
 

@@ -16,6 +16,8 @@ command -v patroni >/dev/null 2>&1 || missing+=(patroni)
 # The hands-on tests work as a student does: curl runs the printed lines, tmux runs `watch`.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+# `python -m chaoslab cpu` (`make cpu`) reads where a run's CPU went from process accounting.
+command -v accton >/dev/null 2>&1 || missing+=(acct)
 for extra in "$@"; do command -v "$extra" >/dev/null 2>&1 || missing+=("$extra"); done
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -123,6 +123,10 @@ class PostgresNode:
         self._tool("pg_basebackup", "-h", primary.endpoint.host, "-p", str(primary.endpoint.port),
                    "-U", self.creds.replication_user, "-D", str(self.data), "-R", "-X", "stream",
                    "-C", "-S", slot_name(self.name), "-c", "fast",
+                   # No fsync of the copy, as the servers run with fsync off (above): the lab
+                   # never crashes the OS, and the fsyncs were most of a clone's CPU (all
+                   # system time, `python -m chaoslab cpu`).
+                   "--no-sync",
                    expected=f"pg_basebackup to clone {primary.name}",
                    env={"PGPASSWORD": self.creds.replication_password})
         if via is None:

@@ -166,7 +166,7 @@ def node_config(name: str, *, addresses: NodeAddresses, etcd: Endpoint, data_dir
                 "log_line_prefix": f"%m [%p] {name} %q%u@%d ",
             },
             "pg_hba": hba,
-            "basebackup": [{"checkpoint": "fast"}],
+            "basebackup": [{"checkpoint": "fast"}, "no-sync"],   # fsync is off, as above
         },
         "watchdog": {"mode": "off"},
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
