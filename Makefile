@@ -18,11 +18,10 @@ lab: setup
 	exit $$status
 
 # Every test of the project: unit tests and all scenarios, one test file per worker
-# (pytest-xdist), each worker with a lab of its own on its own ports. Three workers on
-# this project's 2-core machines, though they have two cores: most of a scenario's time is
-# waiting on a system's own timers (Patroni's ttl, Sentinel's down-after, a partition's
-# length), not computing: 462 tests in 5 min 27 s and 6 min 02 s, against 6 min 56 s with two
-# (README, "Where the time goes"). `make test WORKERS=0` runs them in one process.
+# (pytest-xdist), each worker with a lab of its own on its own ports. Three workers on this
+# project's 2-core machines: most of a scenario's time is waiting on a system's own timers,
+# and with three the two cores are already busy 80-85% of the run (`make cpu`); four were no
+# faster (README, "Where the time goes"). `make test WORKERS=0` runs them in one process.
 WORKERS ?= 3
 test: setup
 	$(PYTEST) -n $(WORKERS) --dist loadfile $(PYTEST_ARGS)

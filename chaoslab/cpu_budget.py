@@ -94,7 +94,7 @@ def kind_of(comm: str, argv: list[str] | None = None) -> str:
         return "postgres"
     if comm.startswith("pg_") or comm in ("initdb", "psql"):
         return "PostgreSQL tools (pg_basebackup, pg_ctl, initdb...)"
-    if comm.startswith(("redis", "bio_", "io_thd")):       # Redis' threads carry their own names
+    if comm.startswith(("redis", "bio_", "io_thd", "jemalloc_bg")):   # Redis' threads' own names
         return "redis"
     if comm.startswith("haproxy"):
         return "haproxy"
@@ -169,7 +169,7 @@ def _same_process(sampled_comm: str, accounted_comm: str) -> bool:
     # A process renames its threads (uvloop's libuv-worker, Redis' bio_*): the accounted name
     # is the last thread's. The sample is trusted unless both look like different programs.
     return sampled_comm == accounted_comm or accounted_comm in ("libuv-worker",) or \
-        accounted_comm.startswith(("bio_", "io_thd"))
+        accounted_comm.startswith(("bio_", "io_thd", "jemalloc_bg"))
 
 
 def render(command: list[str], exit_code: int, wall_s: float, machine: MachineSamples,

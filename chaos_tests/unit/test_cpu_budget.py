@@ -51,6 +51,7 @@ def test_anything_but_whole_v3_records_is_refused():
     ("node", ["node", "index.js"], "node (a submission's API, npm)"),
     ("python", None, "python, other"),
     ("bio_aof_fsync", None, "redis"),
+    ("jemalloc_bg_thd", None, "redis"),
     ("pg_rewind", None, "PostgreSQL tools (pg_basebackup, pg_ctl, initdb...)"),
     ("iptables", None, "network set-up (ip, iptables)"),
     ("patroni", None, "patroni"),
