@@ -17,6 +17,8 @@ A process is named from its command line when it was alive at one of the samples
 `uvicorn` or a `python -m chaoslab` shows as such), otherwise from its 16-character name.
 Process accounting is machine-wide and the machine has one accounting file: two runs side by
 side would cut each other's, while a run inside a measured command shares the outer file.
+It turns accounting off when done: a machine that keeps its own (the acct service) turns it
+back on with `accton /var/log/account/pacct`.
 """
 
 from __future__ import annotations
