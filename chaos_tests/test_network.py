@@ -32,7 +32,9 @@ FAULTS = {
     "blackhole": lambda api: ("blackhole", {}),
 }
 # A read with the breaker open pays at most one Redis timeout (a half-open probe) on top of a
-# read from the database: p99 may not exceed the no-cache p50 plus this many timeouts.
+# read from the database: its p99 may not exceed the p99 of reads without a cache, measured
+# in the same run, plus this many timeouts. (p99 against p99: the machine's own hiccups, on
+# these two busy cores, are in both.)
 P99_TIMEOUTS = 2
 # Past the breaker's first second, at most this share of the API's reads may reach Redis.
 MAX_GETS_SHARE = 0.05
@@ -56,10 +58,10 @@ def test_redis_unreachable_over_the_network_keeps_reads_fast(lab, api, measure, 
         f"with the link to Redis {fault}, Redis still served {outage.redis_gets_while_open} GETs for "
         f"{outage.reads_while_open} reads of the API: the API kept asking Redis (breaker not open?)")
     timeout_ms = api.effective_settings().redis_timeout_ms
-    bound = outage.no_cache_p50_ms + P99_TIMEOUTS * timeout_ms
+    bound = outage.no_cache_p99_ms + P99_TIMEOUTS * timeout_ms
     assert outage.breaker_p99_ms <= bound, (
-        f"with the link to Redis {fault}, p99 of reads {outage.breaker_p99_ms:.1f} ms: above the no-cache p50 "
-        f"({outage.no_cache_p50_ms:.1f} ms) plus {P99_TIMEOUTS} Redis timeouts of {timeout_ms} ms")
+        f"with the link to Redis {fault}, p99 of reads {outage.breaker_p99_ms:.1f} ms: above the no-cache p99 "
+        f"of this run ({outage.no_cache_p99_ms:.1f} ms) plus {P99_TIMEOUTS} Redis timeouts of {timeout_ms} ms")
 
 
 def test_a_put_while_the_link_to_redis_is_down_leaves_no_stale_value(lab, api, measure):

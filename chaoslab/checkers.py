@@ -104,6 +104,8 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
             "depuis une replica en retard"),
     Measure("p50_ms_no_cache", "ms", "p50 sans cache",
             "médiane des lectures, cache désactivé, Redis en marche (même exécution)"),
+    Measure("p99_ms_no_cache", "ms", "p99 sans cache",
+            "99e centile des lectures, cache désactivé, Redis en marche (même exécution)"),
     Measure("p50_ms_breaker_open", "ms", "p50 Redis en panne",
             "médiane des lectures envoyées plus d'une seconde après la panne de Redis"),
     Measure("p99_ms_breaker_open", "ms", "p99 Redis en panne",

@@ -527,8 +527,8 @@ def section_network(ctx: _Context) -> str:
               f"{NETWORK_FAULTS['latency'].description}, trois fois le délai Redis de l'API ; `blackhole` : "
               f"{NETWORK_FAULTS['blackhole'].description} ; `down` : {NETWORK_FAULTS['down'].description}.", ""]
     if reads:
-        names = ("p50_ms_breaker_open", "p99_ms_breaker_open", "p50_ms_no_cache", "redis_gets_while_open",
-                 "reads_while_open", "cache_back_after_s")
+        names = ("p50_ms_breaker_open", "p50_ms_no_cache", "p99_ms_breaker_open", "p99_ms_no_cache",
+                 "redis_gets_while_open", "reads_while_open", "cache_back_after_s")
         rows = [(f"`{label(t)}`", f"{cell(value(t, 'failed_reads'))} / {cell(value(t, 'reads_total'))}",
                  *(cell(value(t, name), MEASURES[name].unit) for name in names), outcome_fr(t)) for t in reads]
         lines.append(md_table(("Panne du lien", "Lectures en échec / total", *(heading(n) for n in names),
