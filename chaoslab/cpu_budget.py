@@ -106,8 +106,10 @@ def kind_of(comm: str, argv: list[str] | None = None) -> str:
         return "network set-up (ip, iptables)"
     if comm == "libuv-worker":      # uvloop's and node's threads: the API or a node process
         return "the API (uvicorn) or node"
-    if comm.startswith(("docker", "containerd")):
-        return "docker"
+    if comm == "docker-compose":    # compose v1, Debian's: a Python program run once a command
+        return "docker-compose (v1)"
+    if comm.startswith(("docker", "containerd", "runc")):
+        return "docker (dockerd, containerd, the docker command)"
     if comm.startswith("python"):
         return "python, other"
     return comm

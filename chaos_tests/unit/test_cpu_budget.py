@@ -55,6 +55,8 @@ def test_anything_but_whole_v3_records_is_refused():
     ("pg_rewind", None, "PostgreSQL tools (pg_basebackup, pg_ctl, initdb...)"),
     ("iptables", None, "network set-up (ip, iptables)"),
     ("patroni", None, "patroni"),
+    ("docker-compose", None, "docker-compose (v1)"),
+    ("containerd-shim", None, "docker (dockerd, containerd, the docker command)"),
 ])
 def test_a_process_is_named_by_its_command_line_when_sampled_else_by_its_name(comm, argv, kind):
     assert kind_of(comm, argv) == kind
