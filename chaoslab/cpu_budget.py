@@ -244,15 +244,15 @@ def run(command: list[str], interval: float = 1.0) -> int:
         else:
             start = 0
             acct_file.touch(mode=0o600)
-            subprocess.run([accton, str(acct_file)], check=True, capture_output=True)
+            turned_on = subprocess.run([accton, str(acct_file)], capture_output=True, text=True)
+            if turned_on.returncode != 0:      # e.g. a container without CAP_SYS_PACCT
+                raise SystemExit(f"error: `accton {acct_file}` failed, process accounting is off: "
+                                 f"{(turned_on.stderr or turned_on.stdout).strip()}")
         sampler = threading.Thread(target=sample, name="cpu-samples", daemon=True)
         started = time.monotonic()
         try:
             sampler.start()
-            try:
-                exit_code = subprocess.call(command, env={**os.environ, OUTER_FILE: str(acct_file)})
-            except KeyboardInterrupt:      # the command got the same Ctrl-C and ended
-                exit_code = 130
+            exit_code = _wait_for(subprocess.Popen(command, env={**os.environ, OUTER_FILE: str(acct_file)}))
         finally:
             wall_s = time.monotonic() - started
             done.set()
@@ -265,6 +265,16 @@ def run(command: list[str], interval: float = 1.0) -> int:
         records = parse_acct(data[:len(data) - len(data) % ACCT_V3.size])   # an outer one may be mid-write
     print(render(command, exit_code, wall_s, machine, summarize(records, names)), flush=True)
     return exit_code
+
+
+def _wait_for(child: subprocess.Popen) -> int:
+    """The command's exit code. A Ctrl-C reached the command too (the terminal's process
+    group): it is left to end as it does (pytest tears its labs down), never killed."""
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            continue
 
 
 def main(argv: list[str] | None = None) -> int:
