@@ -252,7 +252,8 @@ def run(command: list[str], interval: float = 1.0) -> int:
         started = time.monotonic()
         try:
             sampler.start()
-            exit_code = _wait_for(subprocess.Popen(command, env={**os.environ, OUTER_FILE: str(acct_file)}))
+            child = subprocess.Popen(command, env={**os.environ, OUTER_FILE: str(acct_file)})
+            exit_code = _wait_for(child)
         finally:
             wall_s = time.monotonic() - started
             done.set()
@@ -264,6 +265,12 @@ def run(command: list[str], interval: float = 1.0) -> int:
             data = records_file.read()
         records = parse_acct(data[:len(data) - len(data) % ACCT_V3.size])   # an outer one may be mid-write
     print(render(command, exit_code, wall_s, machine, summarize(records, names)), flush=True)
+    if not any(record.pid == child.pid for record in records):
+        # The command's own record is written as it ends: without it, accounting was turned
+        # off (or to another file) meanwhile, and the table misses what ran after that.
+        print(f"warning: process accounting stopped before the command ended (no record of its pid "
+              f"{child.pid}): another `accton` ran meanwhile; the table above is incomplete",
+              file=sys.stderr, flush=True)
     return exit_code
 
 

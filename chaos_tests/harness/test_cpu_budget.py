@@ -26,6 +26,7 @@ def test_a_command_that_burns_a_second_of_cpu_is_accounted_for_and_its_exit_code
     assert line, f"no python process in the accounting summary:\n{done.stdout}{done.stderr}"
     assert 0.9 <= float(line.group(2)) < 10, f"the spinning process's CPU time was misread:\n{done.stdout}"
     assert re.search(r"machine: \d+ CPUs, [\d.]+ CPU-seconds", done.stdout)
+    assert "warning" not in done.stderr, f"the accounting missed the command's own record:\n{done.stderr}"
 
 
 def test_without_a_command_it_says_what_to_give():
