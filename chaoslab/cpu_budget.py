@@ -43,6 +43,8 @@ from pathlib import Path
 ACCT_V3 = struct.Struct("<BBHIIIIIIf8H16s")
 ACCT_HZ = 100          # AHZ: the unit of the accounted times, fixed by the kernel's ABI
 STAT_PATH = Path("/proc/stat")
+# Redis names its threads; the accounted name is the last thread's to end.
+REDIS_THREADS = ("bio_", "io_thd", "jemalloc_bg")
 
 
 def comp_t(value: int) -> int:
@@ -96,7 +98,7 @@ def kind_of(comm: str, argv: list[str] | None = None) -> str:
         return "postgres"
     if comm.startswith("pg_") or comm in ("initdb", "psql"):
         return "PostgreSQL tools (pg_basebackup, pg_ctl, initdb...)"
-    if comm.startswith(("redis", "bio_", "io_thd", "jemalloc_bg")):   # Redis' threads' own names
+    if comm.startswith(("redis", *REDIS_THREADS)):
         return "redis"
     if comm.startswith("haproxy"):
         return "haproxy"
@@ -172,8 +174,7 @@ def summarize(records: Iterable[Accounted], names: Mapping[int, tuple[str, list[
 def _same_process(sampled_comm: str, accounted_comm: str) -> bool:
     # A process renames its threads (uvloop's libuv-worker, Redis' bio_*): the accounted name
     # is the last thread's. The sample is trusted unless both look like different programs.
-    return sampled_comm == accounted_comm or accounted_comm in ("libuv-worker",) or \
-        accounted_comm.startswith(("bio_", "io_thd", "jemalloc_bg"))
+    return sampled_comm == accounted_comm or accounted_comm.startswith(("libuv-worker", *REDIS_THREADS))
 
 
 def render(command: list[str], exit_code: int, wall_s: float, machine: MachineSamples,
@@ -239,10 +240,8 @@ def run(command: list[str], interval: float = 1.0) -> int:
 
     with tempfile.TemporaryDirectory(prefix="chaoslab-cpu-") as tmp:
         acct_file = Path(outer) if outer else Path(tmp) / "pacct"
-        if outer:
-            start = acct_file.stat().st_size
-        else:
-            start = 0
+        start = acct_file.stat().st_size if outer else 0
+        if not outer:
             acct_file.touch(mode=0o600)
             turned_on = subprocess.run([accton, str(acct_file)], capture_output=True, text=True)
             if turned_on.returncode != 0:      # e.g. a container without CAP_SYS_PACCT
