@@ -12,6 +12,7 @@ pytest (which then cleans up) but never interrupts the clean-up commands themsel
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -27,17 +28,20 @@ ENGINE_HINT = ("start it as root with `scripts/docker-engine.sh start` (Debian: 
 
 
 def run(args: list[str], *, service: str, expected: str, log: str | Path | None = None, timeout: float = 60,
-        env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    """Run one command; a failure or a timeout is a LabError that names the service and its log."""
+        env: dict[str, str] | None = None, check: bool = True,
+        merge_stderr: bool = False) -> subprocess.CompletedProcess:
+    """Run one command; a failure or a timeout is a LabError that names the service and its log.
+    ``merge_stderr`` keeps both streams in one, in the order they were written (a log)."""
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env,
+        done = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+                              text=True, errors="replace", timeout=timeout, env=env,
                               stdin=subprocess.DEVNULL, start_new_session=True)
     except FileNotFoundError:
         raise LabError(service, expected, log, f"the program {args[0]} is not installed") from None
     except subprocess.TimeoutExpired:
         raise LabError(service, expected, log, f"`{_short(args)}` did not finish within {timeout:g}s") from None
     if check and done.returncode != 0:
-        detail = (done.stderr.strip() or done.stdout.strip()).splitlines()
+        detail = ((done.stderr or "").strip() or done.stdout.strip()).splitlines()
         raise LabError(service, expected, log,
                        f"`{_short(args)}` exited with {done.returncode}: {' | '.join(detail[-3:])}")
     return done
@@ -49,10 +53,15 @@ def _short(args: list[str]) -> str:
 
 
 def detect_compose() -> list[str]:
-    """``docker compose`` (v2) if the plugin is there, else ``docker-compose`` (v1)."""
-    forced = os.environ.get(COMPOSE_ENV)
+    """``docker compose`` (v2) if the plugin is there, else ``docker-compose`` (v1); asked once
+    a process (v1 is a Python program: 0.5 CPU-second a command, and each lab started asked)."""
+    return list(_detect_compose(os.environ.get(COMPOSE_ENV) or None))
+
+
+@functools.cache
+def _detect_compose(forced: str | None) -> tuple[str, ...]:
     if forced:
-        return shlex.split(forced)
+        return tuple(shlex.split(forced))
     candidates = []
     if shutil.which("docker"):
         candidates.append(["docker", "compose"])
@@ -65,7 +74,7 @@ def detect_compose() -> list[str]:
         except (OSError, subprocess.TimeoutExpired):
             continue
         if done.returncode == 0:
-            return command
+            return tuple(command)
     raise LabError("compose", "docker compose (v2) or docker-compose (v1)",
                    cause="neither answers `version`: install Docker Compose (Debian: apt-get install -y docker-compose)")
 
@@ -96,11 +105,6 @@ class Compose:
             args += ["-f", str(path)]
         return [*args, "-p", self.project]
 
-    @property
-    def shell_command(self) -> str:
-        """The same command as one shell string (for pytest-docker's executor and for people)."""
-        return shlex.join([*self.command, "--env-file", str(self.env_file)])
-
     def logs_command(self, service: str | None = None) -> str:
         return f"{shlex.join(self.base)} logs" + (f" {service}" if service in _SERVICE_NAMES else "")
 
@@ -118,6 +122,7 @@ _SERVICE_NAMES = {"db-primary", "db-replica", "redis", "haproxy", "api"}
 
 
 def docker(*args: str, service: str, expected: str, log: str | None = None, timeout: float = 60,
-           env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+           env: dict[str, str] | None = None, check: bool = True,
+           merge_stderr: bool = False) -> subprocess.CompletedProcess:
     return run(["docker", *args], service=service, expected=expected, log=log, timeout=timeout, env=env,
-               check=check)
+               check=check, merge_stderr=merge_stderr)

@@ -33,10 +33,12 @@ def plan(network: LabNetwork, links: tuple[Link, ...], ports: dict[str, int],
 
 
 def start(stack: ComposeStack, api: Endpoint, planned: dict[Link, tuple[Endpoint, Endpoint]],
-          links: tuple[Link, ...]) -> FaultLinks:
-    """Start the service (alone: its clients start after it), then create every planned link."""
-    stack.run("up", "-d", "--no-deps", SERVICE, service=SERVICE, expected="`up -d` to start the fault proxy",
-              timeout=180)
+          links: tuple[Link, ...], with_services: tuple[str, ...] = ()) -> FaultLinks:
+    """Start the service, then create every planned link. Its clients start after it; only
+    ``with_services``, which reach nothing through it, start in the same compose command
+    (the caller waits for them)."""
+    stack.run("up", "-d", "--no-deps", SERVICE, *with_services, service=SERVICE,
+              expected="`up -d` to start the fault proxy", timeout=180)
     log = stack.log_hint(SERVICE)
     client = ToxiproxyClient(f"http://{api}", log)
     stack.wait_ready(SERVICE, Probe(client.answers, f"its Toxiproxy API to answer on {client.url}"), log=log)

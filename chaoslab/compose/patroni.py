@@ -55,7 +55,6 @@ DEFAULT_IMAGES = {"PATRONI_IMAGE": "chaoslab-patroni:latest", "ETCD_IMAGE": "gcr
 HOW_TO_GET_IMAGES = ("Pull etcd, redis and haproxy and build the Patroni and API images (`docker compose --profile "
                      "patroni pull etcd redis haproxy-patroni; docker compose --profile patroni build pg-1; "
                      "docker compose --profile api build api`)")
-DOWN_TIMEOUT = 5
 # Inside a node's container (docker/patroni/entrypoint.sh and the image).
 CONFIG_IN_CONTAINER = "/var/lib/postgresql/patroni.yml"
 DATA_DIR = Path("/var/lib/postgresql/data/pgdata")
@@ -116,8 +115,7 @@ class ComposePatroniCluster(BasePatroniCluster):
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
-        self.stack = stack = ComposeStack.open(self.creds, profile=PROFILE, extra_profiles=(faultproxy.PROFILE,),
-                                               down_timeout=DOWN_TIMEOUT)
+        self.stack = stack = ComposeStack.open(self.creds, profile=PROFILE, extra_profiles=(faultproxy.PROFILE,))
         with stack.closed_on_failure():
             self._published = {variable: stack.reserve_endpoint() for variable in PUBLISHED}
             faultproxy_api = stack.reserve_endpoint()
@@ -139,8 +137,10 @@ class ComposePatroniCluster(BasePatroniCluster):
                               {"ETCD_ADDRESS": self.address(ETCD), "PATRONI_NODES_DIR": str(self.nodes_dir)},
                               {**self._published, faultproxy.API_PORT_VARIABLE: faultproxy_api})
 
-            self._up(ETCD)
-            self.fault_links = faultproxy.start(stack, faultproxy_api, links, LINKS)
+            # etcd starts with the fault proxy (one compose command: with v1, half a CPU-second each).
+            self.fault_links = faultproxy.start(stack, faultproxy_api, links, LINKS,
+                                                with_services=(COMPOSE_SERVICES[ETCD],))
+            self._wait_ready(ETCD)
             self.partitions = ContainerPartitions(
                 stack.containers, self.address, {ETCD: ETCD_PORT, **{node: PG_PORT for node in NODES},
                                                  REDIS: REDIS_PORT, HAPROXY: haproxy.WRITE_PORT},
@@ -150,16 +150,16 @@ class ComposePatroniCluster(BasePatroniCluster):
             wait_until(lambda: self.leader() == first and self.sql_role(first) == "primary", service=first,
                        expected="to bootstrap the cluster and lead it", timeout=90, log=self.log_path(first))
             self._create_application_database(first)
-            self._up(second)
+            # Redis and HAProxy need no node to start (HAProxy's checks find the leader).
+            self._up(second, REDIS, HAPROXY)
             self.wait_replication(timeout=90)
-            self._up(REDIS)
-            self._up(HAPROXY)
             self.wait_haproxy_settled()
 
-    def _up(self, service: str) -> None:
-        self.stack.run("up", "-d", "--no-deps", COMPOSE_SERVICES[service], service=service,
-                       expected="`up -d` to start it", timeout=180)
-        self._wait_ready(service)
+    def _up(self, *services: str) -> None:
+        self.stack.run("up", "-d", "--no-deps", *(COMPOSE_SERVICES[service] for service in services),
+                       service=services[0], expected="`up -d` to start it", timeout=180)
+        for service in services:
+            self._wait_ready(service)
 
     def close(self) -> None:
         if self.stack is not None:

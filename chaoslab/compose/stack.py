@@ -9,9 +9,9 @@ service's address, the owner label, HAProxy's files). A profile's services can s
 later beside a stack, in its project and on its network (``beside``): the Sentinel
 group does, next to the brief's stack.
 
-Closing keeps the services' logs, then removes what the stack made (``down -v``, then
-whatever is left, by label), so that nothing outlives the run, also after a failed
-start.
+Closing keeps the services' logs, then removes what the stack made, by label, from the
+engine (what ``down -v`` does, without starting compose again), so that nothing outlives
+the run, also after a failed start.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class ComposeStack:
     """The compose project of one run, or a profile's services started beside one."""
 
     def __init__(self, run_dir: rundir.RunDir, command: list[str], environment: dict[str, str], *,
-                 profile: str | None = None, down_timeout: int, base: ComposeStack | None = None,
+                 profile: str | None = None, base: ComposeStack | None = None,
                  extra_profiles: tuple[str, ...] = ()) -> None:
         self.run_dir: rundir.RunDir | None = run_dir
         self.command = command
@@ -61,7 +61,6 @@ class ComposeStack:
         self.profile = profile
         # Every profile the stack's commands enable: its own, and others whose services it starts too.
         self.profiles = (*([profile] if profile else []), *extra_profiles)
-        self.down_timeout = down_timeout   # seconds `down` gives a container to stop
         self.base = base
         self.network: lab_project.LabNetwork | None = base.network if base else None
         self.containers = Containers(self.project, self.log_hint)
@@ -82,7 +81,7 @@ class ComposeStack:
         self.one_off_log = run_dir.path / f"one-off{suffix}.log"
 
     @classmethod
-    def open(cls, creds: Credentials, *, profile: str | None = None, down_timeout: int,
+    def open(cls, creds: Credentials, *, profile: str | None = None,
              extra_profiles: tuple[str, ...] = ()) -> ComposeStack:
         """A new run's stack, once the engine answers and what killed runs left is gone; nothing runs yet."""
         check_engine()
@@ -90,13 +89,12 @@ class ComposeStack:
         rundir.reap_abandoned_runs()
         lab_project.reap_abandoned_projects()
         return cls(rundir.RunDir.create(), command, {**credentials_environment(creds), "PUBLISH_ADDRESS": LOCALHOST},
-                   profile=profile, down_timeout=down_timeout, extra_profiles=extra_profiles)
+                   profile=profile, extra_profiles=extra_profiles)
 
     def beside(self, profile: str) -> ComposeStack:
         """``profile``'s services, to start later in this project and network, with files of their own
         (this stack's environment and override, and more); closing it removes only them."""
-        return ComposeStack(self.run_dir, self.command, self.environment, profile=profile,
-                            down_timeout=self.down_timeout, base=self)
+        return ComposeStack(self.run_dir, self.command, self.environment, profile=profile, base=self)
 
     @property
     def owns_project(self) -> bool:
@@ -198,15 +196,11 @@ class ComposeStack:
         """Keep the logs, then remove what this stack made (all of the project, if it owns it)."""
         if self.compose is not None:
             self._save_logs()
-            try:
-                if self.owns_project:
-                    self.run("down", "-v", "--remove-orphans", "-t", str(self.down_timeout), service=self.project,
-                             expected="`down -v` to remove the stack", timeout=120, check=False)
-                else:
-                    self.run("rm", "-f", "-s", "-v", *self.services, service=self.project,
-                             expected="its containers removed", timeout=120, check=False)
-            except LabError:
-                pass  # whatever is left goes by label, with the project
+            if not self.owns_project:
+                try:
+                    self.containers.remove(self.services)
+                except LabError:
+                    pass  # whatever is left goes by label, with the project
             self.containers.forget(*self.services)
             self.compose = None
         if self.owns_project and self.run_dir is not None:
@@ -219,9 +213,7 @@ class ComposeStack:
         """Every service's log, kept after the run (the containers go); the last runs' are kept."""
         try:
             LOGS_DIR.mkdir(parents=True, exist_ok=True)
-            done = self.run("logs", "--no-color", "-t", *([] if self.owns_project else self.services),
-                            service=self.project, expected="the services' logs", timeout=60, check=False)
-            text = done.stdout + done.stderr
+            text = self.containers.logs(None if self.owns_project else self.services)
             if self.one_off_log.exists():
                 text += f"\n== one-off operations ==\n{self.one_off_log.read_text()}"
             lab_project.write_private(self.saved_logs, text)

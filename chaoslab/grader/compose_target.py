@@ -106,14 +106,12 @@ class ComposeSubmission(Target):
             return
         if self.compose is not None:
             try:
-                logs = self._compose("logs", "--no-color", "-t", expected="the services' logs", timeout=60,
-                                     check=False)
+                logs = self._containers().logs()
                 self.out_dir.mkdir(parents=True, exist_ok=True)
-                (self.out_dir / "compose.log").write_text(logs.stdout + logs.stderr)
-                self._compose("down", "-v", "--remove-orphans", "-t", str(STOP_GRACE_S), expected="`down -v`", timeout=120,
-                              check=False)
+                (self.out_dir / "compose.log").write_text(logs)
             except (LabError, OSError):
-                pass   # what is left goes by label just below
+                pass   # the logs are lost, not the clean-up
+            # What `down -v` removes, by the project's labels, from the engine.
             lab_project.remove_project(self.compose.project)
         self.run_dir.remove()
         self.run_dir = None
@@ -121,27 +119,28 @@ class ComposeSubmission(Target):
     def _compose(self, *args: str, expected: str, timeout: float = 120, check: bool = True):
         return self.compose(*args, service=self.submission.name, expected=expected, timeout=timeout, check=check)
 
+    def _containers(self) -> Containers:
+        return Containers(self.compose.project, self.log_hint)
+
     def _check_config(self) -> None:
-        done = self._compose("config", "-q", expected="a compose file that parses", timeout=60, check=False)
+        """The file parses; its services are kept (the grader never edits the compose file, F3
+        edits haproxy.cfg), so compose is asked once: with v1, half a CPU-second a command."""
+        done = self._compose("config", "--services", expected="a compose file that parses", timeout=60, check=False)
         if done.returncode != 0:
             detail = (done.stderr or done.stdout).strip().splitlines()[-2:]
             raise SubmissionError(f"{self.submission.compose_file.name} ne se lit pas : " + " | ".join(detail))
+        self._services = done.stdout.split()
 
     # -- where things are --------------------------------------------------------------------------------
     def declared_services(self) -> list[str]:
-        # Asked before most checks and faults; the grader never edits the compose file (F3
-        # edits haproxy.cfg), so compose is asked once: 0.4 s a time, 5 s of every grading.
-        if self._services is None:
-            done = self._compose("config", "--services", expected="the list of services", timeout=60)
-            self._services = done.stdout.split()
-        return list(self._services)
+        return list(self._services or [])
 
     def running_services(self) -> dict[str, bool]:
-        containers = Containers(self.compose.project, self.log_hint)
+        containers = self._containers()
         return {service: containers.state(service)[0] for service in self.declared_services()}
 
     def container(self, service: str) -> str:
-        container = Containers(self.compose.project, self.log_hint).id(service)
+        container = self._containers().id(service)
         if container is None:
             raise NotGradable(f"le service {service} n'a pas de conteneur")
         return container
@@ -149,13 +148,8 @@ class ComposeSubmission(Target):
     def endpoint(self, service: str) -> Endpoint:
         """The first TCP port the service publishes on the host, read from the engine."""
         if service not in self._ports:
-            container = self.container(service)
-            done = docker("inspect", "-f", "{{range $port, $binds := .NetworkSettings.Ports}}{{if $binds}}"
-                          "{{$port}}={{(index $binds 0).HostPort}} {{end}}{{end}}", container,
-                          service=service, expected="its published ports", check=False)
-            ports = dict(pair.split("=", 1) for pair in done.stdout.split() if "=" in pair)
-            published = sorted((int(port.split("/")[0]), int(host)) for port, host in ports.items()
-                               if port.endswith("/tcp") and host)
+            self.container(service)   # NotGradable if it has none
+            published = sorted(self._containers().published_ports(service).items())
             if not published:
                 raise NotGradable(f"le service {service} ne publie aucun port sur l'hôte")
             self._ports[service] = Endpoint("127.0.0.1", published[0][1])
@@ -171,14 +165,17 @@ class ComposeSubmission(Target):
         if service not in self.declared_services():
             raise NotGradable(f"le service {service} n'existe pas dans le docker-compose.yml")
 
+    # `docker compose stop`, `start` and `restart` are the engine's on the service's container,
+    # which the engine is asked directly: no compose start-up in the middle of a check.
     def stop(self, service: str) -> None:
         self._declared(service)
-        self._compose("stop", "-t", str(STOP_GRACE_S), service, expected=f"`docker compose stop {service}`",
-                      timeout=STOP_GRACE_S + 60)
+        self.container(service)   # NotGradable if it has none
+        self._containers().stop(service, STOP_GRACE_S)
 
     def start(self, service: str) -> None:
         self._declared(service)
-        self._compose("start", service, expected=f"`docker compose start {service}`", timeout=120)
+        self.container(service)
+        self._containers().start(service)
         self._wait_until_answering((service,), SERVICE_READY_S)
 
     def superuser_sql(self, service: str, query: str) -> list[tuple]:
@@ -232,8 +229,8 @@ class ComposeSubmission(Target):
             raise NotGradable("haproxy.cfg n'a pas de ligne `server ... db-primary:5432` à faire pointer ailleurs")
         with open(config, "w") as handle:   # the same inode: the container's bind mount sees it
             handle.write(edited)
-        self._compose("restart", "-t", str(STOP_GRACE_S), HAPROXY, expected="`docker compose restart haproxy`",
-                      timeout=120)
+        self.container(HAPROXY)
+        self._containers().restart(HAPROXY, STOP_GRACE_S)
         self._wait_until_answering((HAPROXY,), SERVICE_READY_S, sql=False)
 
     # -- waiting ---------------------------------------------------------------------------------------
@@ -261,7 +258,7 @@ class ComposeSubmission(Target):
         """Until each service answers its protocol, its container exits, or the deadline: the
         checks then judge what does not answer."""
         ends = time.monotonic() + deadline_s
-        containers = Containers(self.compose.project, self.log_hint)
+        containers = self._containers()
         for service in services:
             while time.monotonic() < ends:
                 if not containers.state(service)[0]:
