@@ -33,6 +33,14 @@ from .topology import HAPROXY, REPLICA
 
 
 
+def _names_present(cluster):
+    """The product names the database behind HAProxy's write port holds now, which the load's
+    checker compares with the acknowledged writes (chaoslab.steps imports pytest: only the
+    commands that use it load it)."""
+    from .steps import present_names
+    return lambda: present_names(cluster, HAPROXY)
+
+
 def api_lines(api: ApiServer) -> list[str]:
     """curl lines that work as pasted on a new lab: a product is created (the brief's B2 row),
     then read (twice: a miss, then a hit from Redis) and changed."""
@@ -206,18 +214,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise LabError(API, "an API to send the load to", cause="this lab was started with --no-api: "
                                "pass --api-url URL, or run `python -m chaoslab down` then `python -m chaoslab up`")
             from .load import run_load
-            from .steps import present_names
-            return run_load(args.api_url or api.base_url, cluster.run_dir, lambda: present_names(cluster, HAPROXY),
+            return run_load(args.api_url or api.base_url, cluster.run_dir, _names_present(cluster),
                             seconds=args.seconds, writers=args.writers, readers=args.readers, rate=args.rate)
         if args.command == "demo":
             if api is None:
                 raise LabError(API, "the lab's API", cause="this lab was started with --no-api: run "
                                "`python -m chaoslab down` then `python -m chaoslab up`")
             from .demo import run_demo
-            from .steps import present_names
             cluster = lab.brief_cluster("demo")
             return run_demo(cluster, api.base_url, fault=args.fault, switch=args.switch, out_dir=args.out,
-                            present_names=lambda: present_names(cluster, HAPROXY))
+                            present_names=_names_present(cluster))
         if args.command == "watch":
             from .watch import run_watch
             return run_watch(lab.brief_cluster("watch"), args.api_url or (api.base_url if api else None),

@@ -5,7 +5,8 @@ directory (chaoslab.rundir) that holds its files and reserves its host ports, on
 network of its own where each service has a fixed address (compose/project.py). The
 repository's docker-compose.yml is used unchanged: the run adds an environment file
 (the credentials, the images, the published ports) and an override file (each
-service's address, the owner label, HAProxy's files). A profile's services can start
+service's address, the owner label, HAProxy's files, and no healthchecks: the harness
+asks each service's protocol itself, see ``project.without_healthchecks``). A profile's services can start
 later beside a stack, in its project and on its network (``beside``): the Sentinel
 group does, next to the brief's stack.
 
@@ -145,6 +146,8 @@ class ComposeStack:
                     for name in self.services}
         if self.haproxy is not None:
             services[self.haproxy.service].update(self.haproxy.override())
+        for name, extra in lab_project.without_healthchecks(COMPOSE_FILE, self.services).items():
+            services[name].update(extra)
         for name, extra in self.service_overrides.items():
             if name in services:
                 services[name].update(extra)
