@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 
-
 from .. import pg, rundir
 from ..cluster import Cluster
 from ..credentials import from_environment

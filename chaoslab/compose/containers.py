@@ -11,8 +11,7 @@ command costs half a CPU-second; a docker command a few hundredths).
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..errors import LabError
@@ -69,8 +68,8 @@ class Containers:
         return {int(port.split("/")[0]): int(host) for port, host in ports.items() if port.endswith("/tcp") and host}
 
     def logs(self, services: Iterable[str] | None = None) -> str:
-        """Every container's log (or ``services``'), timestamped, one section a container, as
-        ``compose logs -t`` would print them: kept after the run, when the containers are gone."""
+        """Every container's log (or ``services``'), each line timestamped, a section per
+        container: what ``compose logs -t`` shows, kept after the run, when the containers are gone."""
         wanted = None if services is None else set(services)
         sections = []
         for service, container in self.listed():

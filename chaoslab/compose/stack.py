@@ -5,10 +5,10 @@ directory (chaoslab.rundir) that holds its files and reserves its host ports, on
 network of its own where each service has a fixed address (compose/project.py). The
 repository's docker-compose.yml is used unchanged: the run adds an environment file
 (the credentials, the images, the published ports) and an override file (each
-service's address, the owner label, HAProxy's files, and no healthchecks: the harness
-asks each service's protocol itself, see ``project.without_healthchecks``). A profile's services can start
-later beside a stack, in its project and on its network (``beside``): the Sentinel
-group does, next to the brief's stack.
+service's address, the owner label, HAProxy's files, and healthchecks put off: the
+harness asks each service's protocol itself, see ``project.without_healthchecks``). A
+profile's services can start later beside a stack, in its project and on its network
+(``beside``): the Sentinel group does, next to the brief's stack.
 
 Closing keeps the services' logs, then removes what the stack made, by label, from the
 engine (what ``down -v`` does, without starting compose again), so that nothing outlives
