@@ -79,8 +79,9 @@ bonus_pid=${beside[0]}
 run_beside reports/submissions.log -m submissions \
   --junitxml=reports/junit-submissions.xml --results-file=reports/results-submissions.json "$@"
 grading_pid=${beside[1]}
-trap 'wait "${beside[@]}"; exit 130' INT
-trap 'kill -TERM "${beside[@]}" 2>/dev/null; wait "${beside[@]}"; exit 143' TERM
+# (`|| true`: under set -e, a run's own non-zero status would end the trap before its exit.)
+trap 'wait "${beside[@]}" || true; exit 130' INT
+trap 'kill -TERM "${beside[@]}" 2>/dev/null; wait "${beside[@]}" || true; exit 143' TERM
 
 # A background run's own wall time: to the report it wrote last, not to when it was waited for.
 ran_for() {   # JUNIT-FILE
