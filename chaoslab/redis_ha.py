@@ -157,9 +157,7 @@ class RedisHA(LinkFaults, abc.ABC):
         connections to a node's address there, and no other client's. Then its current
         connections are closed so that it reconnects through the proxies, which the nodes'
         own client lists must show."""
-        if self.partitions is None:
-            raise LabError(self.name, "the Sentinels' links served through the fault proxy", None,
-                           self.no_links_reason)
+        self._require_partitions("the Sentinels' links served through the fault proxy")
         links = FaultLinks(lab_links.client, {}, lab_links.log, self.sentinel_links())
         for link in links.links:
             links.create(link, listen[link], upstream[link.target])
@@ -184,6 +182,10 @@ class RedisHA(LinkFaults, abc.ABC):
                    timeout=30, interval=0.2, log=self.fault_links.log)
         self.wait_settled()
 
+    def _require_partitions(self, expected: str) -> None:
+        if self.partitions is None:
+            raise LabError(self.name, expected, None, self.no_links_reason)
+
     def release_sentinel_links(self) -> None:
         """The group's proxies removed from the lab's fault proxy, which outlives the group (a
         proxy already gone with the lab is no error)."""
@@ -198,6 +200,7 @@ class RedisHA(LinkFaults, abc.ABC):
         """What keeps the Sentinels' links from being served, as each node's own client list says:
         Sentinel connections from a Sentinel's own address rather than the proxy's, and fewer
         Sentinel connections than two from each (a command and a pub/sub one)."""
+        self._require_partitions("the Sentinels' own addresses, to tell their links from direct connections")
         own = {self.partitions.address(sentinel) for sentinel in self.sentinels}
         direct = []
         for name in self.nodes:

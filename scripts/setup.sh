@@ -16,6 +16,11 @@ command -v patroni >/dev/null 2>&1 || missing+=(patroni)
 # The hands-on tests work as a student does: curl runs the printed lines, tmux runs `watch`.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+# Partitions drop packets between servers that each have a network namespace (the Sentinel
+# group's scenarios need them; the other labs fall back to cutting their proxied links).
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 # `python -m chaoslab cpu` (`make cpu`) reads where a run's CPU went from process accounting.
 command -v accton >/dev/null 2>&1 || missing+=(acct)
 for extra in "$@"; do command -v "$extra" >/dev/null 2>&1 || missing+=("$extra"); done
