@@ -86,8 +86,10 @@ def kind_of(comm: str, argv: list[str] | None = None) -> str:
     if argv:
         if "uvicorn" in line:
             return "the API (uvicorn)"
+        if "chaoslab.faultproxy" in line:
+            return "the fault proxy (the labs' links)"
         if "-m chaoslab" in line or "chaoslab/__main__" in line:
-            return "chaoslab CLI (hands-on tests, grader)"
+            return f"chaoslab CLI `{_subcommand(argv)}` (hands-on tests, grader)"
         if "pytest" in line or "exec(eval(sys.stdin" in line:     # xdist starts its workers so
             return "pytest (controller and workers)"
         if Path(argv[0]).name in ("node", "npm") or "npm" in line:
@@ -115,6 +117,15 @@ def kind_of(comm: str, argv: list[str] | None = None) -> str:
     if comm.startswith("python"):
         return "python, other"
     return comm
+
+
+def _subcommand(argv: list[str]) -> str:
+    """The command a `python -m chaoslab` process ran (`up`, `load`, `grade`...): they differ
+    by orders of magnitude, a `status` against a `load` of thirty seconds."""
+    for i, word in enumerate(argv):
+        if word == "chaoslab" or word.endswith("chaoslab/__main__.py"):
+            return argv[i + 1] if i + 1 < len(argv) else "?"   # no option comes before it
+    return "?"
 
 
 @dataclass

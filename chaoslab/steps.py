@@ -41,10 +41,18 @@ def post_product(api, name: str) -> requests.Response:
                          timeout=api_client.TIMEOUT_S)
 
 
+# Each thread of a failover's workload waits this long between two requests. Every request
+# costs CPU in the harness, the fault proxy's links, the API, HAProxy and PostgreSQL, and the
+# workload runs through every failover: at 10 ms it was the largest share of `make test`'s
+# CPU on two cores (README, "Where the time goes"). With three writers a recovery is still
+# seen within about 7 ms, and figures are given in seconds.
+FAILOVER_PAUSE_S = 0.02
+
+
 def failover_workload(api, *, max_seconds: float = 60, max_ops: int = 4000) -> Workload:
     """Three writers and a reader of the newest acknowledged write, as long as a failover lasts."""
     return Workload(api.base_url, writers=3, readers=1, max_ops=max_ops, max_seconds=max_seconds,
-                    request_timeout=3)
+                    request_timeout=3, pause_between_ops=FAILOVER_PAUSE_S)
 
 
 def read_load(api, ids: list[int], *, seconds: float, readers: int = 4, pause: float = 0.002) -> Workload:

@@ -46,7 +46,9 @@ def test_anything_but_whole_v3_records_is_refused():
 
 @pytest.mark.parametrize("comm, argv, kind", [
     ("python", ["/x/.venv/bin/python", "-m", "uvicorn", "--factory", "service.app:create_app"], "the API (uvicorn)"),
-    ("python", ["/x/.venv/bin/python", "-m", "chaoslab", "up"], "chaoslab CLI (hands-on tests, grader)"),
+    ("python", ["/x/.venv/bin/python", "-m", "chaoslab", "up"], "chaoslab CLI `up` (hands-on tests, grader)"),
+    ("python", ["python", "-m", "chaoslab.faultproxy", "--listen", "127.0.0.1:1"], "the fault proxy (the labs' links)"),
+    ("python", ["python", "-m", "chaoslab", "load", "--seconds", "10"], "chaoslab CLI `load` (hands-on tests, grader)"),
     ("python", ["python", "-c", "import sys;exec(eval(sys.stdin.readline()))"], "pytest (controller and workers)"),
     ("node", ["node", "index.js"], "node (a submission's API, npm)"),
     ("python", None, "python, other"),
@@ -69,7 +71,7 @@ def test_a_reused_pid_does_not_lend_its_command_line_to_another_program():
              8: ("python", ["python", "-m", "uvicorn"]),      # uvloop's thread ended last
              9: ("python", ["python", "-m", "uvicorn"])}      # pid 9 was reused by haproxy
     assert summarize(records, names) == {"the API (uvicorn)": (1, 3.0),
-                                         "chaoslab CLI (hands-on tests, grader)": (1, 2.0),
+                                         "chaoslab CLI `up` (hands-on tests, grader)": (1, 2.0),
                                          "haproxy": (1, 1.0)}
 
 
