@@ -117,7 +117,7 @@ def test_a_write_cut_off_mid_commit_is_never_reported_refused(lab, api, measure)
     lab.promote(REPLICA, method="sql")
     committed = pg.query_one(lab.endpoint(REPLICA), lab.creds, "SELECT price_cents FROM products WHERE id = %s",
                              (product["id"],))
-    verdict, _, error = classify_response("write", response)
+    verdict, _, error = classify_response("write", response.status_code, response.headers, response.content)
     measure("status_of_the_cut_off_write", response.status_code)
     assert committed == 3999, "the standby should hold the commit it received before the primary died"
     assert verdict != "fail", (f"the write was committed, but the API answered {error}: a definite refusal "

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import requests
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from chaoslab.checkers import check_lost_writes, check_workload_reads, longest_write_outage, rto
 from chaoslab.history import History
@@ -281,12 +281,9 @@ def test_a_503_window_shows_as_recovery_time_and_no_write_is_lost(api: tuple[Fak
 # --- classification and arguments ----------------------------------------------
 
 
-def response(status: int, body: object = None, headers: dict[str, str] | None = None) -> requests.Response:
-    r = requests.Response()
-    r.status_code = status
-    r._content = b"" if body is None else json.dumps(body).encode()
-    r.headers.update(headers or {})
-    return r
+def response(status: int, body: object = None, headers: dict[str, str] | None = None
+             ) -> tuple[int, dict[str, str], bytes]:
+    return status, headers or {}, b"" if body is None else json.dumps(body).encode()
 
 
 @pytest.mark.parametrize(
@@ -304,13 +301,14 @@ def response(status: int, body: object = None, headers: dict[str, str] | None = 
     ],
 )
 def test_classify_response(f: str, status: int, body: object, expected: tuple[object, ...]) -> None:
-    assert classify_response(f, response(status, body)) == expected  # type: ignore[arg-type]
+    assert classify_response(f, *response(status, body)) == expected  # type: ignore[arg-type]
 
 
 def test_classify_exception() -> None:
-    assert classify_exception(requests.ConnectTimeout()) == ("fail", "connect timeout")
-    assert classify_exception(requests.ReadTimeout()) == ("unknown", "timeout")
-    assert classify_exception(requests.ConnectionError("Connection aborted"))[0] == "unknown"
+    assert classify_exception(NewConnectionError(None, "Connection refused")) == ("fail", "could not connect")
+    assert classify_exception(ConnectTimeoutError(None, "connect timed out")) == ("fail", "connect timeout")
+    assert classify_exception(ReadTimeoutError(None, "/products", "read timed out")) == ("unknown", "timeout")
+    assert classify_exception(ProtocolError("Connection aborted", ConnectionResetError()))[0] == "unknown"
 
 
 def test_a_run_must_be_bounded_and_have_something_to_do() -> None:
