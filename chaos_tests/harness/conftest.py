@@ -2,21 +2,75 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from .hands_on import chaoslab
+from .hands_on import chaoslab, pasted, printed
+
+
+def _up(*args: str) -> str:
+    chaoslab("down", "--all")   # whatever a killed run of this test left
+    up = chaoslab("up", *args, timeout=300)
+    assert up.returncode == 0, f"`python -m chaoslab up {' '.join(args)}` failed: {up.stderr}"
+    return up.stdout
+
+
+def _down() -> None:
+    down = chaoslab("down")
+    assert down.returncode == 0, down.stderr
 
 
 @pytest.fixture
 def hands_on_lab():
-    chaoslab("down", "--all")   # whatever a killed run of this test left
-    up = chaoslab("up")
+    """A lab of its own, for a test that leaves it changed (a failover)."""
     try:
-        assert up.returncode == 0, f"`python -m chaoslab up` failed: {up.stderr}"
-        yield up.stdout
+        yield _up()
     finally:
-        down = chaoslab("down")
-        assert down.returncode == 0, down.stderr
+        _down()
+
+
+class SharedLab:
+    """One `up` for a class of tests that each leave the lab as they found it (a fault undone,
+    a link healed): a lab costs several seconds and CPU-seconds to start. Before each test it
+    is checked as a student would (/health, `status`), and replaced if a failed test left it
+    broken, so that one failure does not cascade into the next tests."""
+
+    output = ""
+
+    def up(self) -> SharedLab:
+        self.output = _up()
+        return self
+
+    def healthy(self) -> bool:
+        try:
+            ok = json.loads(pasted(printed(self.output, "curl ")[-1]))["status"] == "ok"
+        except (ValueError, KeyError):
+            return False
+        status = chaoslab("status")
+        services = status.stdout.split("\nconnect:\n", 1)[0].splitlines()[1:]
+        return (ok and status.returncode == 0 and "network faults" not in status.stdout
+                and all(line.split()[2] == "running" for line in services if len(line.split()) > 2))
+
+    def renewed_if_broken(self) -> str:
+        if not self.healthy():
+            _down()
+            self.up()
+        return self.output
+
+
+@pytest.fixture(scope="class")
+def one_lab_for_the_class():
+    try:
+        yield SharedLab().up()
+    finally:
+        _down()
+
+
+@pytest.fixture
+def shared_lab(one_lab_for_the_class):
+    """The class's lab, healthy: up's output, as ``hands_on_lab`` gives it."""
+    return one_lab_for_the_class.renewed_if_broken()
 
 
 @pytest.fixture
@@ -25,12 +79,8 @@ def lab_on():
     started = []
 
     def up(topology: str) -> str:
-        chaoslab("down", "--all")
-        done = chaoslab("up", "--topology", topology, timeout=300)
-        started.append(topology)
-        assert done.returncode == 0, f"`python -m chaoslab up --topology {topology}` failed: {done.stderr}"
-        return done.stdout
+        started.append(topology)   # a failed `up` is taken down too
+        return _up("--topology", topology)
     yield up
     if started:
-        down = chaoslab("down")
-        assert down.returncode == 0, down.stderr
+        _down()
