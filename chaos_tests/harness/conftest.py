@@ -45,7 +45,7 @@ class SharedLab:
     def healthy(self) -> bool:
         try:
             ok = json.loads(pasted(printed(self.output, "curl ")[-1]))["status"] == "ok"
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, IndexError):   # no answer, or no /health line to paste
             return False
         status = chaoslab("status")
         services = status.stdout.split("\nconnect:\n", 1)[0].splitlines()[1:]
