@@ -73,7 +73,7 @@ env --default-signal=INT .venv/bin/python -m pytest --backend compose -m submiss
 grading=$!
 patroni=
 stop_runs() {   # (`|| true`: under set -e, a run's own non-zero status would end the trap before its exit.)
-  [ -z "$2" ] || kill "-$2" "$grading" ${patroni:+"$patroni"} 2>/dev/null || true
+  [ -z "${2:-}" ] || kill "-$2" "$grading" ${patroni:+"$patroni"} 2>/dev/null || true
   wait "$grading" || true
   [ -z "$patroni" ] || wait "$patroni" || true
   exit "$1"
