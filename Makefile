@@ -20,8 +20,9 @@ lab: setup
 # Every test of the project: unit tests and all scenarios, one test file per worker
 # (pytest-xdist), each worker with a lab of its own on its own ports. Three workers on this
 # project's 2-core machines: most of a scenario's time is waiting on a system's own timers,
-# and with three the two cores are already busy 80-85% of the run (`make cpu`): four were
-# barely faster, 324 s against 332-347 s (README, "Where the time goes").
+# and with three the two cores are already busy 76-85% of the run (`make cpu`): four were
+# barely faster, 324 s against 332-347 s, then 278 s against 303 s in one run each once the
+# run needed less CPU (README, "Where the time goes"): not yet shown steady.
 # `make test WORKERS=0` runs them in one process.
 WORKERS ?= 3
 test: setup
