@@ -29,10 +29,16 @@ def pytest_configure(config: pytest.Config) -> None:
     terminate_like_ctrl_c()
 
 
+# Files handed to `make test`'s workers before the others: test_patroni.py is the longest by far
+# (about 215 s, Patroni's own timers), and collected near the end it started late and set the
+# run's end alone while the other workers had nothing left.
+STARTED_FIRST = ("chaos_tests/test_patroni.py",)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that belong to one backend only are left out of the other's runs, rather than
     reported as if they had run there: the harness' own tests start local processes, and
-    the graded submissions are compose projects."""
+    the graded submissions are compose projects. On an xdist worker, STARTED_FIRST leads."""
     wrong = "submissions" if config.getoption("--backend") == "local" else "harness"
     elsewhere = [item for item in items if item.get_closest_marker(wrong)]
     if elsewhere:
@@ -40,12 +46,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if not item.get_closest_marker(wrong)]
     if hasattr(config, "workerinput"):   # an xdist worker: its order is the order files are handed out
         items.sort(key=lambda item: item.nodeid.split("::")[0] not in STARTED_FIRST)
-
-
-# Files handed to `make test`'s workers before the others: test_patroni.py is the longest by far
-# (about 215 s, Patroni's own timers), and collected near the end it started late and set the
-# run's end alone while the other workers had nothing left.
-STARTED_FIRST = ("chaos_tests/test_patroni.py",)
 
 
 @pytest.fixture(scope="session")
