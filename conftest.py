@@ -29,11 +29,10 @@ def pytest_configure(config: pytest.Config) -> None:
     terminate_like_ctrl_c()
 
 
-# Files handed to `make test`'s workers before the others: Patroni's scenarios are the longest
-# (about 215 s together, Patroni's own timers), and collected near the end they started late
-# and set the run's end alone while the other workers had nothing left. They are two files, the
-# leader faults and the network faults, so that two workers share them.
-STARTED_FIRST = ("chaos_tests/test_patroni.py", "chaos_tests/test_patroni_network.py")
+# Files handed to `make test`'s workers before the others: test_patroni.py is the longest by far
+# (about 215 s, Patroni's own timers), and collected near the end it started late and set the
+# run's end alone while the other workers had nothing left.
+STARTED_FIRST = ("chaos_tests/test_patroni.py",)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
