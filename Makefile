@@ -18,13 +18,13 @@ lab: setup
 	exit $$status
 
 # Every test of the project: unit tests and all scenarios, one test file per worker
-# (pytest-xdist), each worker with a lab of its own on its own ports. Three workers on this
-# project's 2-core machines: most of a scenario's time is waiting on a system's own timers,
-# and with three the two cores are already busy 76-85% of the run (`make cpu`): four were
-# barely faster, 324 s against 332-347 s, then 278 s against 303 s in one run each once the
-# run needed less CPU (README, "Where the time goes"): not yet shown steady.
-# `make test WORKERS=0` runs them in one process.
-WORKERS ?= 3
+# (pytest-xdist), each worker with a lab of its own on its own ports. Four workers on this
+# project's 2-core machines: most of a scenario's time is waiting on a system's own timers.
+# Measured with `make cpu` (README, "Where the time goes"), on two machines: four took 278 s
+# against 303 s for three, then 270 s against 309 and 335 s, the CPU work the same (443 busy
+# CPU-seconds against 447); with four the two cores are about 85% busy, so a fifth would mostly
+# share them. `make test WORKERS=0` runs them in one process.
+WORKERS ?= 4
 test: setup
 	$(PYTEST) -n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
 
