@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import select
-import threading
-import time
 from pathlib import Path
 
 import psycopg
-from psycopg import pq, sql
+from psycopg import sql
 
 from .topology import Credentials, Endpoint
 
@@ -38,91 +35,6 @@ def query_one(endpoint: Endpoint, creds: Credentials, query: str, params=None, *
     with connect(endpoint, creds, role=role, dbname=dbname) as conn:
         row = conn.execute(query, params).fetchone()
     return row[0] if row and len(row) == 1 else row
-
-
-class KeptSession:
-    """One connection kept across many queries of a probe, opened again when it breaks.
-
-    A connection opened per query costs about 12 ms of CPU (a backend's fork and the SCRAM
-    exchange: 5 ms here, 7 ms in PostgreSQL; measured over 300 polls) against 0.2 ms for a
-    query on a kept one, and Patroni's samplers poll up to 20 times a second. A kept
-    connection would wait forever on a frozen server (SIGSTOP: the kernel still accepts and
-    acknowledges), where a new one gives up at connect_timeout: so each query has a deadline
-    of its own, after which the connection is dropped. A connection found broken (the server
-    restarted since) is opened again and the query sent once more, so that a restart reads as
-    the server's answer, not as a failure. Thread-safe: one query at a time.
-    """
-
-    def __init__(self, endpoint: Endpoint, creds: Credentials, *, role: str = "app", dbname: str | None = None,
-                 timeout: float = 2.0) -> None:
-        self._conninfo = conninfo(endpoint, creds, role=role, dbname=dbname).encode()
-        self._timeout = timeout
-        self._pgconn: pq.abc.PGconn | None = None
-        self._lock = threading.Lock()
-
-    def query_one(self, query: str) -> str | None:
-        """The first column of the first row, as text (None for NULL or no row)."""
-        with self._lock:
-            if self._pgconn is not None:
-                try:
-                    return self._query(query)
-                except _Broken:
-                    self._drop()   # opened before the server restarted: once more, on a new one
-            self._pgconn = self._open()
-            try:
-                return self._query(query)
-            except _Broken as exc:
-                self._drop()
-                raise psycopg.OperationalError(str(exc)) from None
-
-    def close(self) -> None:
-        with self._lock:
-            self._drop()
-
-    def _open(self) -> pq.abc.PGconn:
-        pgconn = pq.PGconn.connect(self._conninfo)   # blocking, bounded by the conninfo's connect_timeout
-        if pgconn.status != pq.ConnStatus.OK:
-            message = pgconn.get_error_message()
-            pgconn.finish()
-            raise psycopg.OperationalError(message)
-        return pgconn
-
-    def _query(self, query: str) -> str | None:
-        pgconn = self._pgconn
-        deadline = time.monotonic() + self._timeout
-        try:
-            pgconn.send_query(query.encode())
-            pgconn.consume_input()
-            while pgconn.is_busy():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._drop()
-                    raise TimeoutError(f"no answer to {query!r} within {self._timeout:g}s")
-                select.select([pgconn.socket], [], [], remaining)
-                pgconn.consume_input()
-            results = []
-            while (result := pgconn.get_result()) is not None:
-                results.append(result)
-        except psycopg.OperationalError as exc:   # libpq's own: the socket closed, reset...
-            raise _Broken(str(exc)) from None
-        if pgconn.status != pq.ConnStatus.OK:     # e.g. FATAL: terminating connection (a fast shutdown)
-            raise _Broken(pgconn.get_error_message())
-        result = results[-1]
-        if result.status != pq.ExecStatus.TUPLES_OK:
-            raise psycopg.DatabaseError(result.get_error_message())
-        if result.ntuples == 0:
-            return None
-        value = result.get_value(0, 0)
-        return None if value is None else value.decode()
-
-    def _drop(self) -> None:
-        if self._pgconn is not None:
-            self._pgconn.finish()
-            self._pgconn = None
-
-
-class _Broken(Exception):
-    """A kept connection that no longer works."""
 
 
 def in_recovery(endpoint: Endpoint, creds: Credentials) -> bool:

@@ -162,7 +162,6 @@ class ComposePatroniCluster(BasePatroniCluster):
             self._wait_ready(service)
 
     def close(self) -> None:
-        self.close_role_sessions()
         if self.stack is not None:
             self.stack.close()
         self.fault_links = self.partitions = None

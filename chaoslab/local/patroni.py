@@ -187,7 +187,6 @@ class PatroniCluster(BasePatroniCluster):
         """Stop everything (standby before leader, etcd last) and remove every trace of the run."""
         if self.run_dir is None:
             return
-        self.close_role_sessions()
         steps = []
         if hasattr(self, "haproxy"):
             steps += [self.haproxy.process.stop, self.redis_node.process.stop]

@@ -48,9 +48,6 @@ class BasePatroniCluster(LinkFaults, abc.ABC):
     def __init__(self, creds: Credentials, timings: Timings = LAB_TIMINGS) -> None:
         self.creds = creds
         self.timings = timings
-        # The harness's own kept connection to each node, for the role questions that its waits
-        # and samplers ask many times a second (pg.KeptSession says why and how it stays bounded).
-        self._role_sessions: dict[str, pg.KeptSession] = {}
 
     # -- what a backend provides ---------------------------------------------------------------------
     @abc.abstractmethod
@@ -176,21 +173,11 @@ class BasePatroniCluster(LinkFaults, abc.ABC):
     def sql_role(self, node: str) -> str:
         """primary, standby or down, as the node's PostgreSQL itself says."""
         try:
-            in_recovery = self._role_session(node).query_one("SELECT pg_is_in_recovery()")
+            in_recovery = pg.query_one(self.endpoint(node), self.creds, "SELECT pg_is_in_recovery()",
+                                       role="superuser", dbname="postgres")
         except Exception:
             return "down"
-        return "standby" if in_recovery == "t" else "primary"
-
-    def _role_session(self, node: str) -> pg.KeptSession:
-        if node not in self._role_sessions:
-            self._role_sessions[node] = pg.KeptSession(self.endpoint(node), self.creds, role="superuser",
-                                                       dbname="postgres")
-        return self._role_sessions[node]
-
-    def close_role_sessions(self) -> None:
-        """Before the nodes stop: no connection of the harness's own keeps a shutdown waiting."""
-        for session in self._role_sessions.values():
-            session.close()
+        return "standby" if in_recovery else "primary"
 
     def replication(self, leader: str) -> dict[str, tuple[str, str]]:
         """{standby: (state, sync_state)} from the leader's pg_stat_replication."""
