@@ -89,14 +89,18 @@ LEADER_FAULTS = {
 @dataclass
 class Sampler:
     """Polls ``probe`` every ``interval`` in a thread; keeps (monotonic time, answer) samples,
-    stamped when the answer came, and the same answers in ``asked``, stamped when the question
-    was sent. A bound on how late a node still said something ("primary past its lease") reads
+    stamped when the answer came; ``asked`` gives the same answers stamped when the question was
+    sent. A bound on how late a node still said something ("primary past its lease") reads
     ``asked``: the node answered after that time, however long a busy machine took to deliver it."""
 
     probe: Callable[[], object]
     interval: float = 0.05
     samples: list[tuple[float, object]] = field(default_factory=list)
-    asked: list[tuple[float, object]] = field(default_factory=list)
+    _asked_at: list[float] = field(default_factory=list)
+
+    @property
+    def asked(self) -> list[tuple[float, object]]:
+        return [(asked_at, answer) for asked_at, (_, answer) in zip(self._asked_at, self.samples)]
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -109,8 +113,8 @@ class Sampler:
                 answer = self.probe()
             except Exception as exc:  # an observer never stops the scenario
                 answer = f"error: {type(exc).__name__}"
+            self._asked_at.append(asked_at)
             self.samples.append((time.monotonic(), answer))
-            self.asked.append((asked_at, answer))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "Sampler":
