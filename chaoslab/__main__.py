@@ -17,7 +17,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+import signal
 import sys
 
 from . import rundir
@@ -268,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `status | head -1`: the reader has what it wanted and left. Quiet, as Unix tools are:
+        # point stdout at /dev/null so that the interpreter's last flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt as exc:   # Ctrl-C or SIGTERM, once every `finally` has cleaned up
         signal_name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
         print(f"interrupted ({signal_name})", file=sys.stderr)

@@ -254,11 +254,21 @@ class SentinelLab(BriefLab):
         return described
 
     def headline(self) -> str:
-        try:
-            master = self.group.master() or "none agreed"
-        except Exception:
-            master = "unknown (no Sentinel answers)"
-        return f"{super().headline()}, Redis master (Sentinels): {master}"
+        return f"{super().headline()}, Redis master (Sentinels): {self._sentinels_master()}"
+
+    def _sentinels_master(self) -> str:
+        """The master the Sentinels agree on; else what each one says, since right after a
+        failover they learn the new master from each other's hello messages, not all at once."""
+        answers = self.group.master_per_sentinel()
+        named = set(answers.values())
+        if named == {None}:
+            return "unknown (no Sentinel answers)"
+        if len(named) > 1:
+            said = ", ".join(f"{sentinel}: {master or 'no answer'}" for sentinel, master in answers.items())
+            return f"not agreed ({said})"
+        (master,) = named
+        role = self.group.role(master)
+        return master if role == "master" else f"{master}, which says it is {role or 'unreachable'}"
 
     def connection_lines(self) -> list[str]:
         sentinel = next(iter(self.group.sentinels.values())).endpoint

@@ -74,6 +74,14 @@ class TestOneLabByHand:
         assert printed(output, "lost writes: 0 of "), output
         assert "no fault on the primary (db-primary, or Patroni's leader) during the load" in output
 
+    def test_status_piped_into_a_reader_that_leaves_ends_quietly(self, shared_lab):
+        """`status | head -1` when head has left before `status` writes (here `true`, which reads
+        nothing, so that the pipe is always closed first): exit 141 as on SIGPIPE, no traceback."""
+        piped = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m chaoslab status | true"],
+                               cwd=REPO, env=dict(os.environ, CHAOSLAB_RUN_ROOT=str(RUN_ROOT)),
+                               capture_output=True, text=True, timeout=60)
+        assert (piped.returncode, piped.stderr) == (141, ""), (piped.returncode, piped.stderr)
+
     def test_a_service_the_topology_does_not_have_gets_one_line_naming_what_it_has(self, shared_lab):
         done = chaoslab("fault", "kill", "pg-1")
         assert done.returncode == 1, done.stderr

@@ -86,4 +86,15 @@ def test_up_sentinel_prints_lines_that_work_and_the_api_follows_a_redis_failover
     wait_until(lambda: pasted(ask_master).split() == ["127.0.0.1", second_port], service="sentinel",
                expected=f"the Sentinels to name redis-ha-2 (port {second_port}) master", timeout=60)
     assert_soon_a_hit(get)   # the new master's cache, filled again
-    assert "Redis master (Sentinels): redis-ha-2" in chaoslab("status").stdout
+    # The other Sentinels learn the new master from the first one's hello messages (every 2 s),
+    # so `status`, which wants all of them to agree, may lag the Sentinel asked above.
+    wait_until(lambda: status_says("Redis master (Sentinels): redis-ha-2"), service="sentinel",
+               expected="`status` to report the Sentinels agreeing on redis-ha-2", timeout=30, interval=0.5)
+
+
+def status_says(text: str) -> bool:
+    """Whether `status` prints ``text``; if not, raise with its first line, so that a wait
+    that runs out says what `status` said instead."""
+    first_line = chaoslab("status").stdout.splitlines()[0]
+    assert text in first_line, first_line
+    return True
