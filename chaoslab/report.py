@@ -39,14 +39,16 @@ OUTCOME_FR = {"passed": "réussi", "failed": "échoué", "error": "erreur", "ski
 
 SWITCH_FR = {
     "restart": "édition de haproxy.cfg + redémarrage (méthode du sujet)",
-    # Why a reload can recover slower than a restart: a connection opened just before it stays
-    # with the old worker, which retries the stopped primary (HAProxy's default `retries 3`, 1 s
-    # apart, which the brief's config keeps). Shown with clients connecting through HAProxy
-    # around `switch --method reload`: those opened before it waited out their 2 s connect
-    # timeout, none opened after it did.
+    # A connection opened just before a reload stays with the old worker, which retries the
+    # stopped primary (HAProxy's default `retries 3`, 1 s apart, which the brief's config keeps).
+    # Shown with clients connecting through HAProxy around `switch --method reload`: those opened
+    # before it waited out their 2 s connect timeout, none opened after it did. The API's breaker
+    # probe was such a connection in 5 runs of 8, until it stopped waiting on a probe for more
+    # than DB_BREAKER_PROBE_SECONDS (service/settings.py).
     "reload": ("édition de haproxy.cfg + rechargement sans coupure : une connexion acceptée avant reste à "
                "l'ancien processus, qui réessaie l'ancienne adresse (`retries` par défaut de HAProxy, que garde "
-               "la config du sujet)"),
+               "la config du sujet) ; l'API n'attend pas la sienne au-delà de `DB_BREAKER_PROBE_SECONDS` "
+               "avant de sonder à nouveau"),
     "runtime_api": "API runtime HAProxy (`set server ... addr`), sans redémarrage",
     "role_aware": "check HAProxy sensible au rôle (aucune action sur HAProxy)",
 }

@@ -52,8 +52,9 @@ def create_app(environ: Mapping[str, str] | None = None) -> Starlette:
         )
 
     def db_breaker(role: str) -> CircuitBreaker:
-        # A database probe may take a whole attempt to fail (a frozen server).
-        return breaker(role, settings.db_breaker_reset_seconds, settings.db_attempt_timeout_s)
+        # A database probe may take a whole attempt to fail (a frozen server, a proxy that
+        # retries): past db_breaker_probe_seconds, the next request probes as well.
+        return breaker(role, settings.db_breaker_reset_seconds, settings.db_breaker_probe_seconds)
 
     primary = DatabaseRole("primary", settings.db_write_dsn, settings, metrics, db_breaker("primary"))
     replica = DatabaseRole("replica", settings.db_read_dsn, settings, metrics, db_breaker("replica"))

@@ -4,9 +4,10 @@ Closed: calls go through and consecutive failures are counted. Open: calls are
 refused at once, so a dead dependency costs nothing instead of a timeout. After
 ``reset_timeout`` one call, the probe, is let through (half-open): its success
 closes the breaker, its failure opens it again. A probe that has not reported
-after ``probe_timeout`` (by default the reset timeout) is presumed lost and another
-is let through: a short reset must not send a probe every reset to a dependency that
-takes a whole attempt deadline to stay silent.
+after ``probe_timeout`` (by default the reset timeout) is no longer waited on, and
+another is let through: its caller may have vanished, or it may be stuck where a newer
+one would not be (a proxy's old process, retrying a dead server). A probe timeout longer
+than the reset keeps a silent dependency from getting a new probe every reset.
 """
 
 from __future__ import annotations

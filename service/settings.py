@@ -48,6 +48,11 @@ class Settings:
     # Short: a database that refuses connections costs a probe nothing (it is refused
     # at once), and writes come back within this of the node's return.
     db_breaker_reset_seconds: float = 0.25
+    # How long a probe may go unanswered before the breaker lets another through, while the
+    # first runs on to its attempt deadline. Not that deadline (2.5 s): a probe sent just
+    # before HAProxy is reloaded stays with its old process, which retries the old primary
+    # until the connect timeout; a probe sent after the reload reaches the new primary at once.
+    db_breaker_probe_seconds: float = 0.4
     redis_breaker_reset_seconds: float = 2.0
     health_timeout_s: float = 1.0
     # lean: one multiplexed connection (service.redis_wire); redis-py: its pooled client.
@@ -100,6 +105,7 @@ class Settings:
             db_breaker_reset_seconds=env.number(
                 "DB_BREAKER_RESET_SECONDS", 0.25 if breaker_reset is None else breaker_reset, minimum=0.0
             ),
+            db_breaker_probe_seconds=env.number("DB_BREAKER_PROBE_SECONDS", 0.4, minimum=0.0),
             redis_breaker_reset_seconds=env.number(
                 "REDIS_BREAKER_RESET_SECONDS", 2.0 if breaker_reset is None else breaker_reset, minimum=0.0
             ),

@@ -18,6 +18,9 @@ def test_defaults():
     assert (s.cache_enabled, s.cache_ttl_seconds, s.replica_down_policy, s.stale_fill_guard) == (True, 60, "fallback", True)
     assert (s.redis_timeout_ms, s.db_connect_timeout_s, s.db_pool_timeout_s, s.db_statement_timeout_ms) == (100, 2, 2.0, 2000)
     assert (s.breaker_failure_threshold, s.db_breaker_reset_seconds, s.redis_breaker_reset_seconds) == (3, 0.25, 2.0)
+    # A probe is waited on for less than an attempt, so that one caught in an old HAProxy
+    # process's retries does not hold writes back for a whole attempt after a reload.
+    assert s.db_breaker_probe_seconds == 0.4 < s.db_attempt_timeout_s
     assert s.tracks_write_lsn
 
 
@@ -61,6 +64,7 @@ def test_policy_and_breaker_overrides():
     assert (s.db_breaker_reset_seconds, s.redis_breaker_reset_seconds) == (5.0, 5.0)
     s = Settings.from_env({**REQUIRED, "BREAKER_RESET_SECONDS": "5", "REDIS_BREAKER_RESET_SECONDS": "0.5"})
     assert (s.db_breaker_reset_seconds, s.redis_breaker_reset_seconds) == (5.0, 0.5)
+    assert Settings.from_env({**REQUIRED, "DB_BREAKER_PROBE_SECONDS": "2.5"}).db_breaker_probe_seconds == 2.5
 
 
 def test_connect_timeout_is_whole_seconds_as_libpq_wants():
