@@ -90,8 +90,9 @@ LEADER_FAULTS = {
 class Sampler:
     """Polls ``probe`` every ``interval`` in a thread; keeps (monotonic time, answer) samples,
     stamped when the answer came; ``asked`` gives the same answers stamped when the question was
-    sent. A bound on how late a node still said something ("primary past its lease") reads
-    ``asked``: the node answered after that time, however long a busy machine took to deliver it."""
+    sent. A bound on how late a node still said something ("primary past its lease", "primary
+    after the new leader") reads ``asked``: the node answered after that time, however long a
+    busy machine took to deliver it."""
 
     probe: Callable[[], object]
     interval: float = 0.05
@@ -331,7 +332,6 @@ def test_leader_cut_off_from_etcd_demotes_itself_before_another_is_elected(patro
     assert healed, f"{old} still could not reach {ETCD} once the partition healed"
     last_old_primary = _last(roles[old].samples, "primary", cut_at)
     first_new_primary = _first(roles[new].samples, "primary", cut_at)
-    last_old_write = _last(writable[old].samples, True, cut_at)
     first_new_write = _first(writable[new].samples, True, cut_at)
     assert None not in (last_old_primary, first_new_primary, first_new_write), (
         f"the samplers missed a role: {old} primary until {last_old_primary}, {new} from {first_new_primary}")
@@ -340,11 +340,17 @@ def test_leader_cut_off_from_etcd_demotes_itself_before_another_is_elected(patro
         measure("demoted_after_s", round(demoted_after, 2), "s")
     measure("no_primary_s", round(first_new_primary - last_old_primary, 2), "s")
     measure("failsafe_mode", "off")   # as every baseline leaves it
-    assert last_old_primary < first_new_primary, (
-        f"{old} still said primary {last_old_primary - first_new_primary:.2f} s after {new} did: two primaries")
-    assert last_old_write is None or last_old_write < first_new_write, (
-        f"{old} accepted a direct write {last_old_write - first_new_write:.2f} s after {new} did: two writable nodes")
-    asked_old_primary = _last(roles[old].asked, "primary", cut_at)   # None: no question after the cut got "primary"
+    # Two primaries (two writable nodes) only if the old node said so to a question asked after
+    # the new one's answer had come: an answer the old node gave before, delivered late by a
+    # busy machine, is not one. None: no question after the cut got "primary" (a write).
+    asked_old_primary = _last(roles[old].asked, "primary", cut_at)
+    asked_old_write = _last(writable[old].asked, True, cut_at)
+    assert asked_old_primary is None or asked_old_primary < first_new_primary, (
+        f"{old} said primary when asked {asked_old_primary - first_new_primary:.2f} s after {new} had said so: "
+        f"two primaries")
+    assert asked_old_write is None or asked_old_write < first_new_write, (
+        f"{old} accepted a direct write sent {asked_old_write - first_new_write:.2f} s after {new} had accepted "
+        f"one: two writable nodes")
     assert asked_old_primary is None or asked_old_primary - cut_at < LAB_TIMINGS.ttl, (
         f"{old} still said primary when asked {asked_old_primary - cut_at:.1f} s after it lost etcd: past its "
         f"leader key's lease ({LAB_TIMINGS.ttl} s)")
