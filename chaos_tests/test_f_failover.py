@@ -59,7 +59,7 @@ def _run_failover(lab, api, measure, request, *, fault: str, switch: str, promot
     workload = steps.failover_workload(api)
     history = workload.history
     with workload:
-        steps.wait_for_new_acks(workload, 30)
+        steps.wait_for_new_acks(workload, steps.ACKS_BEFORE_FAULT)
         lab.fault(fault, PRIMARY)
         history.mark(FAULT)
         with phase("detection"):                                                    # F1
@@ -74,7 +74,7 @@ def _run_failover(lab, api, measure, request, *, fault: str, switch: str, promot
             lab.switch_writes(REPLICA, switch)                                      # F3
         history.mark(NEW_PRIMARY)
         steps.wait_for_writes_through_api(api)                                      # F4
-        steps.wait_for_new_acks(workload, 20)   # the workload itself is writing again
+        steps.wait_for_new_acks(workload, steps.ACKS_AFTER_RECOVERY)   # the workload itself is writing again
     assert lab.node_behind_haproxy() == REPLICA, "after F4, HAProxy must send writes to the promoted replica"
     verdict = steps.judge_failover(history, steps.present_names(lab, REPLICA), measure, request, kind="manual",
                                    fault=fault, switch=switch, promote=promote,

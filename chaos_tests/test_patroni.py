@@ -166,7 +166,7 @@ def _run_scenario(lab, api, measure, request, *, scenario: str, synchronous: boo
     haproxy = Sampler(lambda: lab.haproxy_servers_up(WRITE_BACKEND))
     old_role = Sampler(lambda: lab.sql_role(old), interval=0.1)
     with workload, haproxy, old_role:
-        steps.wait_for_new_acks(workload, 30)
+        steps.wait_for_new_acks(workload, steps.ACKS_BEFORE_FAULT)
         fault_at = time.monotonic()
         fault.apply(lab, old, standby)
         if fault.kind != "planned":   # a switchover is no fault: it has no RTO
@@ -175,14 +175,14 @@ def _run_scenario(lab, api, measure, request, *, scenario: str, synchronous: boo
         elected_at = history.mark(NEW_PRIMARY).time
         steps.wait_for_writes_through_api(api, timeout=WRITE_DEADLINE_S)
         assert lab.node_behind_haproxy() == new, f"writes are back, but HAProxy does not send them to {new}"
-        steps.wait_for_new_acks(workload, 20)
+        steps.wait_for_new_acks(workload, steps.ACKS_AFTER_RECOVERY)
         back_at = None
         if fault.bring_back is not None:
             fault.bring_back(lab, old, fault_at)
             back_at = history.mark("old-primary-back").time
         lab.wait_rejoined(old, timeout=REJOIN_DEADLINE_S)
         history.mark("rejoined")
-        steps.wait_for_new_acks(workload, 20)
+        steps.wait_for_new_acks(workload, steps.ACKS_AFTER_RECOVERY)
 
     verdict = steps.judge_failover(history, steps.present_names(lab, HAPROXY), measure, request, kind=fault.kind,
                                    scenario=scenario, fault=fault.description,
@@ -311,19 +311,19 @@ def test_leader_cut_off_from_etcd_demotes_itself_before_another_is_elected(patro
     with contextlib.ExitStack() as observers:
         for observer in (workload, *roles.values(), *writable.values()):
             observers.enter_context(observer)
-        steps.wait_for_new_acks(workload, 30)
+        steps.wait_for_new_acks(workload, steps.ACKS_BEFORE_FAULT)
         cut_at = history.mark(FAULT).time
         lab.partition(old, ETCD)
         cut_off = not lab.reaches(old, ETCD) and lab.reaches(old, new_node)   # the network's own word
         new = lab.wait_new_leader(old, timeout=ELECTION_DEADLINE_S)
         history.mark(NEW_PRIMARY)
         steps.wait_for_writes_through_api(api, timeout=WRITE_DEADLINE_S)
-        steps.wait_for_new_acks(workload, 20)
+        steps.wait_for_new_acks(workload, steps.ACKS_AFTER_RECOVERY)
         lab.heal_network()
         healed = lab.reaches(old, ETCD)
         lab.wait_rejoined(old, timeout=REJOIN_DEADLINE_S)
         history.mark("rejoined")
-        steps.wait_for_new_acks(workload, 20)
+        steps.wait_for_new_acks(workload, steps.ACKS_AFTER_RECOVERY)
 
     verdict = steps.judge_failover(history, steps.present_names(lab, HAPROXY), measure, request, kind="network",
                                    scenario="etcd_cut", fault="leader isolé d'etcd (partition)",
@@ -379,7 +379,7 @@ def test_etcd_unreachable_from_every_node(patroni_lab, patroni_api, measure, syn
     workload = steps.failover_workload(api, max_ops=60000, max_seconds=120)
     history = workload.history
     with workload, role:
-        steps.wait_for_new_acks(workload, 30)
+        steps.wait_for_new_acks(workload, steps.ACKS_BEFORE_FAULT)
         cut_at = time.monotonic()
         for node in NODES:
             lab.partition(node, ETCD)
@@ -392,7 +392,7 @@ def test_etcd_unreachable_from_every_node(patroni_lab, patroni_api, measure, syn
         lab.heal_network()
         lab.wait_replication(timeout=REJOIN_DEADLINE_S)
         steps.wait_for_writes_through_api(api, timeout=WRITE_DEADLINE_S)
-        steps.wait_for_new_acks(workload, 20)
+        steps.wait_for_new_acks(workload, steps.ACKS_AFTER_RECOVERY)
 
     assert held, f"a node reached {ETCD} again before the outage's {ETCD_OUTAGE_S} s were over"
     late = checkers.writes_acked_between(history, "lease-expired", "etcd-back")
@@ -434,7 +434,7 @@ def test_haproxy_cut_off_from_the_leader_is_an_outage_patroni_does_not_see(patro
     workload = steps.failover_workload(api, max_ops=60000, max_seconds=120)
     history = workload.history
     with workload:
-        steps.wait_for_new_acks(workload, 20)
+        steps.wait_for_new_acks(workload, steps.ACKS_BEFORE_FAULT)
         cut_at = time.monotonic()
         lab.partition(HAPROXY, leader)
         assert not lab.reaches(HAPROXY, leader), f"the partition left a path from {HAPROXY} to {leader}"
@@ -449,7 +449,7 @@ def test_haproxy_cut_off_from_the_leader_is_an_outage_patroni_does_not_see(patro
         lab.heal_network()
         steps.wait_for_writes_through_api(api, timeout=WRITE_DEADLINE_S)
         back_at = time.monotonic()
-        steps.wait_for_new_acks(workload, 20)
+        steps.wait_for_new_acks(workload, steps.ACKS_AFTER_RECOVERY)
 
     measure("haproxy_marked_down_s", round(marked_at - cut_at, 2), "s")
     measure("writes_back_after_heal_s", round(back_at - healed_at, 2), "s")

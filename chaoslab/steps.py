@@ -49,6 +49,13 @@ def post_product(api, name: str) -> requests.Response:
 # recovery is still seen within about 14 ms on average, and figures are given in seconds.
 FAILOVER_PAUSE_S = 0.04
 
+# How many acknowledged writes of a failover's workload a scenario waits for: before the fault
+# (a history of writes that the fault could lose), and after each recovery (the workload itself
+# writing again, not only the harness's one write). At FAILOVER_PAUSE_S three writers
+# acknowledge about 65 writes a second on an idle lab: each wait costs a fraction of a second.
+ACKS_BEFORE_FAULT = 15
+ACKS_AFTER_RECOVERY = 10
+
 
 def failover_workload(api, *, max_seconds: float = 60, max_ops: int = 4000) -> Workload:
     """Three writers and a reader of the newest acknowledged write, as long as a failover lasts."""
