@@ -206,18 +206,20 @@ class BasePatroniCluster(LinkFaults, abc.ABC):
 
     def wait_replication(self, synchronous: bool | None = None, timeout: float = 60) -> str:
         """Wait until healthy(); returns the leader."""
-        wait_until(lambda: self.healthy(synchronous), service=SCOPE,
-                   expected=("a leader and a standby streaming from it"
-                             + ("" if synchronous is None else f" ({'sync' if synchronous else 'async'})")),
-                   timeout=timeout, interval=0.2, log=self.diagnostics())
+        with phase("replication wait"):
+            wait_until(lambda: self.healthy(synchronous), service=SCOPE,
+                       expected=("a leader and a standby streaming from it"
+                                 + ("" if synchronous is None else f" ({'sync' if synchronous else 'async'})")),
+                       timeout=timeout, interval=0.2, log=self.diagnostics())
         return self.leader()
 
     def wait_new_leader(self, old: str, timeout: float) -> str:
         """Wait until another node than ``old`` leads and its PostgreSQL is a primary; returns it."""
         new = self.other(old)
-        wait_until(lambda: self.leader() == new and self.sql_role(new) == "primary", service=new,
-                   expected=f"to be elected leader and promoted in place of {old}", timeout=timeout,
-                   interval=0.1, log=self.log_path(new))
+        with phase("election"):
+            wait_until(lambda: self.leader() == new and self.sql_role(new) == "primary", service=new,
+                       expected=f"to be elected leader and promoted in place of {old}", timeout=timeout,
+                       interval=0.1, log=self.log_path(new))
         return new
 
     def wait_rejoined(self, node: str, timeout: float = 60) -> None:
@@ -239,9 +241,10 @@ class BasePatroniCluster(LinkFaults, abc.ABC):
             if leader not in markers:
                 markers[leader] = pg.commit_marker(self.endpoint(leader), self.creds)
             return pg.has_marker(self.endpoint(node), self.creds, markers[leader])
-        wait_until(rejoined, service=node,
-                   expected="to rejoin as a standby that replays the new leader's writes",
-                   timeout=timeout, interval=0.2, log=self.log_path(node))
+        with phase("rejoin"):
+            wait_until(rejoined, service=node,
+                       expected="to rejoin as a standby that replays the new leader's writes",
+                       timeout=timeout, interval=0.2, log=self.log_path(node))
 
     def node_behind_haproxy(self, read: bool = False) -> str | None:
         """Which node a new connection through HAProxy's write (or read) frontend reaches, as
