@@ -47,3 +47,18 @@ def test_a_state_that_breaks_ends_the_watch_at_once():
     started = time.monotonic()
     assert holds_for(lambda: next(answers), seconds=10, interval=0.01) is False
     assert time.monotonic() - started < 1
+
+
+def test_a_slow_probe_does_not_stretch_the_window():
+    # A probe that takes 0.2 s (a connection timing out through a partition), polled every
+    # 0.5 s for 0.3 s: the last probe starts when the window ends, so the watch lasts about
+    # 0.5 s, not 0.9 s (a whole interval and a probe past the window).
+    started_at = []
+    def slow():
+        started_at.append(time.monotonic())
+        time.sleep(0.2)
+        return True
+    began = time.monotonic()
+    assert holds_for(slow, seconds=0.3, interval=0.5) is True
+    assert started_at[-1] - began >= 0.3    # the window's end is still watched
+    assert time.monotonic() - began < 0.8
