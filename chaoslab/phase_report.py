@@ -14,6 +14,7 @@ import argparse
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,26 @@ def file_totals(tests: Iterable[Mapping[str, Any]]) -> dict[str, tuple[int, floa
         entry[1] += test.get("duration_total_s", 0.0)
     return {name: (count, seconds) for name, (count, seconds) in
             sorted(totals.items(), key=lambda item: item[1][1], reverse=True)}
+
+
+def worker_lanes(tests: Iterable[Mapping[str, Any]], run_started_at: str | None) -> dict[str, dict[str, Any]]:
+    """{xdist worker: its files in the order it ran them, its busy seconds and when its last
+    test ended (seconds after the run began)}, the worker that ended last first. Empty for a
+    run in one process, or a results file written before tests said where they ran."""
+    try:
+        origin = datetime.fromisoformat(run_started_at).timestamp() if run_started_at else None
+    except ValueError:
+        origin = None
+    lanes: dict[str, dict[str, Any]] = {}
+    for test in sorted((t for t in tests if t.get("worker") and t.get("started_at") is not None),
+                       key=lambda t: t["started_at"]):
+        lane = lanes.setdefault(test["worker"], {"files": {}, "busy_s": 0.0, "ended_s": 0.0})
+        file = test.get("file") or test["nodeid"].split("::")[0]
+        lane["files"][file] = lane["files"].get(file, 0.0) + test.get("duration_total_s", 0.0)
+        lane["busy_s"] += test.get("duration_total_s", 0.0)
+        if origin is not None:
+            lane["ended_s"] = max(lane["ended_s"], test["started_at"] + test.get("duration_total_s", 0.0) - origin)
+    return dict(sorted(lanes.items(), key=lambda item: item[1]["ended_s"], reverse=True))
 
 
 def _change(now: float, before: float | None) -> str:
@@ -86,6 +107,13 @@ def render(results: Mapping[str, Any], *, before: Mapping[str, Any] | None = Non
     if quick[0]:
         lines.append(f"  {'the other files':<44}{quick[0]:4d} tests {quick[1]:9.1f} "
                      f"{_change(quick[1], quick[2] if before is not None else None)}")
+
+    lanes = worker_lanes(tests, run.get("started_at"))
+    if lanes:
+        lines += ["", "per worker (files in the order it ran them; the run ends with its last worker):"]
+        for worker, lane in lanes.items():
+            files = ", ".join(f"{Path(name).stem} {seconds:.0f}" for name, seconds in lane["files"].items())
+            lines.append(f"  {worker:<5} ended at {lane['ended_s']:6.1f} s, busy {lane['busy_s']:6.1f} s: {files}")
 
     old_tests = {test["nodeid"]: test for test in before.get("tests", [])} if before is not None else {}
     slowest = sorted(tests, key=lambda t: t.get("duration_total_s", 0.0), reverse=True)[:top]

@@ -326,7 +326,9 @@ class _Recorder:
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None):
         """Each test gets its own ledger of phases, from its setup to its teardown."""
         with phases.recording() as ledger:
-            _record_for(self.config, item).phases = ledger   # filled as the phases end
+            record = _record_for(self.config, item)
+            record.phases = ledger   # filled as the phases end
+            record.worker, record.started_at = os.environ.get("PYTEST_XDIST_WORKER"), time.time()
             return (yield)
 
     @pytest.hookimpl(wrapper=True)

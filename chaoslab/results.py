@@ -68,6 +68,10 @@ class TestRecord:
     measurements: dict[str, dict[str, Any]] = field(default_factory=dict)
     attachments: dict[str, str] = field(default_factory=dict)
     properties: list[list[Any]] = field(default_factory=list)
+    # Which xdist worker ran it (None: the run had one process), and when its setup began
+    # (seconds since the epoch): where a parallel run's wall time went, worker by worker.
+    worker: str | None = None
+    started_at: float | None = None
 
     def add_measurement(self, name: str, value: Any, unit: str = "") -> None:
         self.measurements[name] = {"value": json_safe(value), "unit": unit}
@@ -79,6 +83,7 @@ class TestRecord:
         self.measurements = dict(data["measurements"])
         self.attachments = dict(data["attachments"])
         self.phases = dict(data["phases"])
+        self.worker, self.started_at = data.get("worker"), data.get("started_at")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +103,8 @@ class TestRecord:
             "measurements": self.measurements,
             "attachments": self.attachments,
             "properties": [[str(n), json_safe(v)] for n, v in self.properties],
+            "worker": self.worker,
+            "started_at": None if self.started_at is None else round(self.started_at, 3),
         }
 
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from chaoslab import phases
-from chaoslab.phase_report import OWN, own_seconds, phase_totals, render
+from chaoslab.phase_report import OWN, own_seconds, phase_totals, render, worker_lanes
 
 
 def test_a_phase_inside_another_counts_in_the_outer_one_only():
@@ -62,3 +62,20 @@ def test_the_report_splits_each_test_and_compares_with_an_earlier_run():
 def test_a_results_file_from_before_phases_is_read_and_says_so():
     old = {"run": {}, "tests": [{"nodeid": "t.py::a", "duration_total_s": 2.0}]}
     assert "has no phases" in render(old)
+
+
+def test_each_worker_s_files_and_end_say_which_one_set_the_run_s_length():
+    began = "2026-12-07T10:00:00+00:00"
+    t0 = 1796637600.0   # began, in seconds since the epoch
+    tests = [dict(_test("long.py::a", 100.0), worker="gw0", started_at=t0 + 1),
+             dict(_test("short.py::a", 10.0), worker="gw1", started_at=t0 + 1),
+             dict(_test("tail.py::a", 60.0), worker="gw1", started_at=t0 + 11),
+             dict(_test("tail.py::b", 50.0), worker="gw1", started_at=t0 + 71)]
+    lanes = worker_lanes(tests, began)
+    assert list(lanes) == ["gw1", "gw0"]                       # gw1 ended last, at 121 s
+    assert lanes["gw1"]["ended_s"] == pytest.approx(121.0)
+    assert lanes["gw1"]["files"] == {"short.py": 10.0, "tail.py": 110.0}
+    assert lanes["gw1"]["busy_s"] == pytest.approx(120.0)
+    assert "gw1   ended at  121.0 s, busy  120.0 s: short 10, tail 110" in render({"run": {"started_at": began},
+                                                                                     "tests": tests})
+    assert worker_lanes([_test("t.py::a", 1.0)], began) == {}   # one process: no lanes
