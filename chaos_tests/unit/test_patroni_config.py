@@ -22,8 +22,8 @@ NODES = {
 def test_lab_timings_keep_patronis_rule():
     t = LAB_TIMINGS
     assert t.loop_wait + 2 * t.retry_timeout <= t.ttl
-    assert (t.ttl, t.loop_wait, t.retry_timeout) == (10, 2, 4)
-    assert t.leader_loss_bound == 12
+    assert (t.ttl, t.loop_wait, t.retry_timeout) == (7, 1, 3)
+    assert t.leader_loss_bound == 8
 
 
 @pytest.mark.parametrize("ttl, loop_wait, retry_timeout", [(10, 3, 4), (8, 2, 4), (30, 10, 11)])
@@ -40,7 +40,7 @@ def _config(**kwargs) -> dict:
 def test_node_config_carries_the_timings_rewind_and_the_node_name():
     config = _config(synchronous_mode=True)
     dcs = config["bootstrap"]["dcs"]
-    assert (dcs["ttl"], dcs["loop_wait"], dcs["retry_timeout"]) == (10, 2, 4)
+    assert (dcs["ttl"], dcs["loop_wait"], dcs["retry_timeout"]) == (7, 1, 3)
     assert dcs["primary_start_timeout"] == 0
     assert dcs["synchronous_mode"] is True
     assert dcs["postgresql"]["use_pg_rewind"] is True

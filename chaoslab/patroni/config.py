@@ -42,25 +42,29 @@ REST_PORT_IN_FILES = 8008
 class Timings:
     """Patroni's clock for the lab (seconds).
 
-    - ``loop_wait`` 2: how often each Patroni wakes up; it bounds how long a
-      crashed PostgreSQL goes unnoticed. Patroni's default is 10.
-    - ``retry_timeout`` 4: how long a Patroni keeps retrying etcd or PostgreSQL
-      before it gives up the leader key (a primary demotes itself). Large
-      enough to ride out a scheduling hiccup of a busy two-core machine.
-    - ``ttl`` 10: the leader key's lease. A leader that stops refreshing it
+    - ``loop_wait`` 1: how often each Patroni wakes up; it bounds how long a
+      crashed PostgreSQL goes unnoticed, and every step Patroni takes on its own
+      (naming a sync standby, starting a rejoin, a demotion) waits for a loop.
+      Patroni's default is 10; it counts in whole seconds.
+    - ``retry_timeout`` 3: how long a Patroni keeps retrying etcd or PostgreSQL
+      before it gives up the leader key (a primary demotes itself). Every hop is
+      local, so a request answers in milliseconds; 3 s still rides out a
+      scheduling stall of a busy two-core machine (``make test`` keeps both
+      cores 85% busy and passes with it).
+    - ``ttl`` 7: the leader key's lease. A leader that stops refreshing it
       (node lost, paused) is replaced after at most this long. Patroni's rule
-      ``loop_wait + 2 * retry_timeout <= ttl`` (2 + 2 * 4 = 10) makes sure a
+      ``loop_wait + 2 * retry_timeout <= ttl`` (1 + 2 * 3 = 7) makes sure a
       healthy leader always refreshes the key before it expires, even after
-      one failed retry cycle; 10 is the smallest ttl these two values allow.
+      one failed retry cycle; 7 is the smallest ttl these two values allow.
     - ``primary_start_timeout`` 0: when the leader's PostgreSQL crashes, fail
       over at once instead of restarting it in place (Patroni's default is to
       try a restart for 300 s). It can lose asynchronous writes, which is what
       the lab measures; with ``synchronous_mode`` it loses none.
     """
 
-    ttl: int = 10
-    loop_wait: int = 2
-    retry_timeout: int = 4
+    ttl: int = 7
+    loop_wait: int = 1
+    retry_timeout: int = 3
     primary_start_timeout: int = 0
 
     def __post_init__(self) -> None:
