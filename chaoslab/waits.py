@@ -65,5 +65,3 @@ def holds_for(probe: Callable[[], object], *, seconds: float, interval: float = 
         if remaining <= 0:
             return True
         time.sleep(min(interval, remaining))
-
-

@@ -50,7 +50,7 @@ class Timings:
       before it gives up the leader key (a primary demotes itself). Every hop is
       local, so a request answers in milliseconds; 3 s still rides out a
       scheduling stall of a busy two-core machine (``make test`` keeps both
-      cores 85% busy and passes with it).
+      cores 81% busy and passes with it).
     - ``ttl`` 7: the leader key's lease. A leader that stops refreshing it
       (node lost, paused) is replaced after at most this long. Patroni's rule
       ``loop_wait + 2 * retry_timeout <= ttl`` (1 + 2 * 3 = 7) makes sure a
