@@ -30,7 +30,6 @@ from chaoslab.patroni import LAB_TIMINGS
 from chaoslab.patroni.config import ETCD, NODES
 from chaoslab.patroni.base import WRITE_BACKEND, BasePatroniCluster
 from chaoslab.topology import HAPROXY
-from chaoslab.phases import phase
 from chaoslab.waits import holds_for, wait_until
 
 pytestmark = pytest.mark.patroni
@@ -53,10 +52,8 @@ def _thaw_after_the_lease(lab, leader: str, fault_at: float) -> None:
     # The fault's length: the old leader stays frozen past its lease, and all along the lead
     # stays with the other node (watched, not slept through).
     new_leader = lab.other(leader)
-    with phase("fault held"):
-        held = holds_for(lambda: lab.leader() == new_leader, seconds=max(0.0, fault_at + PAUSE_S - time.monotonic()),
-                         interval=0.5)
-    assert held, f"{new_leader} lost the lead while {leader} was still frozen: {lab.members()}"
+    assert holds_for(lambda: lab.leader() == new_leader, seconds=max(0.0, fault_at + PAUSE_S - time.monotonic()),
+                     interval=0.5), f"{new_leader} lost the lead while {leader} was still frozen: {lab.members()}"
     lab.resume_node(leader)
 
 
@@ -389,9 +386,8 @@ def test_etcd_unreachable_from_every_node(patroni_lab, patroni_api, measure, syn
         # Writes sent in the outage's second half: past the lease, whatever Patroni decided holds.
         history.mark("lease-expired", at=cut_at + ETCD_OUTAGE_S / 2)
         # The outage's length, watched: no node reaches etcd all along (the network's own word).
-        with phase("fault held"):
-            held = holds_for(lambda: not any(lab.reaches(node, ETCD) for node in NODES), seconds=ETCD_OUTAGE_S,
-                             interval=0.5)
+        held = holds_for(lambda: not any(lab.reaches(node, ETCD) for node in NODES), seconds=ETCD_OUTAGE_S,
+                         interval=0.5)
         healed_at = history.mark("etcd-back").time
         lab.heal_network()
         lab.wait_replication(timeout=REJOIN_DEADLINE_S)
@@ -447,9 +443,8 @@ def test_haproxy_cut_off_from_the_leader_is_an_outage_patroni_does_not_see(patro
                    log=lab.log_path(HAPROXY))
         marked_at = history.mark("no-write-server").time
         # The partition's length, watched: HAProxy keeps no write server, Patroni its leader.
-        with phase("fault held"):
-            held = holds_for(lambda: not lab.haproxy_servers_up(WRITE_BACKEND) and lab.leader() == leader,
-                             seconds=ROUTER_CUT_S)
+        held = holds_for(lambda: not lab.haproxy_servers_up(WRITE_BACKEND) and lab.leader() == leader,
+                         seconds=ROUTER_CUT_S)
         healed_at = history.mark("router-healed").time
         lab.heal_network()
         steps.wait_for_writes_through_api(api, timeout=WRITE_DEADLINE_S)

@@ -71,6 +71,12 @@ def worker_lanes(tests: Iterable[Mapping[str, Any]], run_started_at: str | None)
     return dict(sorted(lanes.items(), key=lambda item: item[1]["ended_s"], reverse=True))
 
 
+def _short(path: str) -> str:
+    """A test file's name without the tests' folder and ".py" (harness/ and unit/ kept: two
+    files may share a name)."""
+    return path.removeprefix("chaos_tests/").removesuffix(".py")
+
+
 def _change(now: float, before: float | None) -> str:
     if before is None:
         return ""
@@ -112,7 +118,7 @@ def render(results: Mapping[str, Any], *, before: Mapping[str, Any] | None = Non
     if lanes:
         lines += ["", "per worker (files in the order it ran them; the run ends with its last worker):"]
         for worker, lane in lanes.items():
-            files = ", ".join(f"{Path(name).stem} {seconds:.0f}" for name, seconds in lane["files"].items())
+            files = ", ".join(f"{_short(name)} {seconds:.0f}" for name, seconds in lane["files"].items())
             lines.append(f"  {worker:<5} ended at {lane['ended_s']:6.1f} s, busy {lane['busy_s']:6.1f} s: {files}")
 
     old_tests = {test["nodeid"]: test for test in before.get("tests", [])} if before is not None else {}

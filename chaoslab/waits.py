@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from tenacity import RetryError, Retrying, retry_if_exception, retry_if_result, stop_after_delay, wait_fixed
 
 from .errors import LabError
+from .phases import phase
 
 T = TypeVar("T")
 
@@ -52,16 +52,17 @@ def wait_until(
 def holds_for(probe: Callable[[], object], *, seconds: float, interval: float = 0.1) -> bool:
     """Poll ``probe`` for ``seconds``: True if it stayed truthy all along, False as soon as it
     is not. For a state that must last a fault's whole length (nothing gets through, a server
-    stays down), so that the window is watched rather than slept through.
+    stays down), so that the window is watched rather than slept through; the test's ledger
+    counts it as the phase "fault held".
 
     The last probe starts when the window ends, not an interval after a probe that ended
     past it: a slow probe (a connection left to time out through a partition) would
     otherwise stretch the fault by its own length plus an interval."""
-    deadline = time.monotonic() + seconds
-    while True:
-        if not probe():
-            return False
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return True
-        time.sleep(min(interval, remaining))
+    retrying = Retrying(stop=stop_after_delay(seconds), retry=retry_if_result(bool),
+                        wait=lambda state: max(0.0, min(interval, seconds - state.seconds_since_start)),
+                        retry_error_callback=lambda _: _HELD)
+    with phase("fault held"):
+        return retrying(probe) is _HELD
+
+
+_HELD = object()

@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from chaoslab import phases
 from chaoslab.errors import LabError
 from chaoslab.waits import holds_for, wait_until
 
@@ -59,6 +60,8 @@ def test_a_slow_probe_does_not_stretch_the_window():
         time.sleep(0.2)
         return True
     began = time.monotonic()
-    assert holds_for(slow, seconds=0.3, interval=0.5) is True
+    with phases.recording() as ledger:
+        assert holds_for(slow, seconds=0.3, interval=0.5) is True
     assert started_at[-1] - began >= 0.3    # the window's end is still watched
     assert time.monotonic() - began < 0.8
+    assert ledger["fault held"] >= 0.3      # the test's phases count the watch

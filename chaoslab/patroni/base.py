@@ -280,34 +280,40 @@ class BasePatroniCluster(LinkFaults, abc.ABC):
 
     def set_failsafe_mode(self, on: bool) -> None:
         """Patroni's failsafe_mode (3.0+): a leader that loses etcd stays primary as long as it
-        reaches every member's REST API. Returns once the leader has written the member list it
-        needs to the failsafe key in etcd (its next loop), or once that key is gone, and every
-        node's Patroni has the mode in its own view of the cluster.
-
-        The leader's key is not enough: a member answers the leader's POST /failsafe by its own
-        last view of the configuration, and one that had not reloaded it when etcd went away
-        refuses (502), so the leader demotes itself though the mode is on in etcd (seen in a
-        ``make test`` with loop_wait 1: the outage began within a second of the change)."""
+        reaches every member's REST API. Returns once every node has the mode in its view
+        (_set_modes) and the leader has written the member list it needs to the failsafe key
+        in etcd (its next loop), or once that key is gone."""
         self._set_modes(failsafe_mode=on)
         wait_until(lambda: self.failsafe_key_present() == on, service=SCOPE,
                    expected=f"the failsafe key {'written' if on else 'removed'} in etcd by the leader",
                    timeout=3 * self.timings.loop_wait + 10, interval=0.2, log=self.diagnostics())
-        for node in NODES:
-            # GET /config answers from the view the node's last loop loaded from etcd.
-            wait_until(lambda: bool(self.rest_get(node, "/config").json().get("failsafe_mode", False)) == on,
-                       service=node, expected=f"its Patroni to see failsafe_mode {'on' if on else 'off'}",
-                       timeout=3 * self.timings.loop_wait + 10, interval=0.2, log=self.log_path(node))
 
     def failsafe_key_present(self) -> bool:
         response = requests.get(f"http://{self.endpoint(ETCD)}/v2/keys/service/{SCOPE}/failsafe", timeout=2)
         return response.status_code == 200
 
     def _set_modes(self, **modes: bool) -> None:
-        """Switches of Patroni's dynamic configuration, those that differ in one PATCH."""
+        """Switches of Patroni's dynamic configuration, those that differ in one PATCH; returns
+        once every node's Patroni has them in its own view of the cluster.
+
+        etcd holding them is not enough: each node acts on the view its last loop loaded. A
+        member answers the leader's POST /failsafe from that view, and one that had not
+        reloaded it when etcd went away refused (502), so the leader demoted itself though
+        failsafe_mode was on in etcd (a ``make test`` with loop_wait 1: the outage began
+        within a second of the change)."""
         current = self.dynamic_config()
         changes = {name: on for name, on in modes.items() if bool(current.get(name, False)) != on}
         if not changes:
             return
+        self._patch_config(changes)
+        for node in NODES:
+            # GET /config answers from the view the node's last loop loaded from etcd.
+            wait_until(lambda: all(bool(self.rest_get(node, "/config").json().get(name, False)) == on
+                                   for name, on in changes.items()),
+                       service=node, expected=f"its Patroni to see {changes}",
+                       timeout=3 * self.timings.loop_wait + 10, interval=0.2, log=self.log_path(node))
+
+    def _patch_config(self, changes: dict[str, bool]) -> None:
         for node in NODES:
             if self.rest_may_answer(node):
                 try:
