@@ -11,7 +11,13 @@ server to offer) refuses or closes a new connection at once, a request does not 
 the pool timeout for the pool's next attempt. It fails at once (and counts toward the
 breaker), or, when the last attempt was refused and the pool has no idle connection,
 asks the server again itself, so that it gets today's answer, not a remembered one.
-The timeouts are kept for silence: a frozen server, or a proxy still retrying.
+The pool's timeouts are kept for silence: a frozen server, or a proxy still retrying.
+
+Once the server has gone away (a connection broke, an attempt failed) a request that
+finds no idle connection does not wait for the pool's next attempt either, which may
+sit out libpq's whole connect timeout (2 s at least) in a proxy retrying a dead server:
+it asks the server itself, and gives that connection DB_DIRECT_CONNECT_TIMEOUT_S, what
+a local server takes with a wide margin, before it answers 503.
 """
 
 from __future__ import annotations
@@ -79,7 +85,8 @@ class _Refused(Exception):
 
 
 class ConnectWatch:
-    """What the latest connection attempt to a role said: refused at once, or not.
+    """What the latest connection attempt to a role said: refused at once, or not; and
+    whether the server has been lost since a connection to it last succeeded.
 
     A failure that came before the connect timeout is the server's (or the proxy's)
     answer; one that took the whole timeout is silence, and says nothing about now.
@@ -88,9 +95,15 @@ class ConnectWatch:
     def __init__(self, connect_timeout_s: float) -> None:
         self._silence_s = connect_timeout_s * 0.9
         self.refusing = False
+        self.lost = False
         self._waiters: set[asyncio.Future] = set()
 
+    def record_lost(self) -> None:
+        """A connection broke under a query or failed its check, or an attempt got no answer."""
+        self.lost = True
+
     def record(self, elapsed_s: float, *, connected: bool) -> None:
+        self.lost = not connected
         self.refusing = not connected and elapsed_s < self._silence_s
         if self.refusing:
             for waiter in self._waiters:
@@ -239,6 +252,7 @@ class DatabaseRole:
                 result = await self._attempt(operation, self._settings.db_attempt_timeout_s, counted=True,
                                              fresh=attempt > 1)
             except _BrokenConnection as exc:
+                self._watch.record_lost()   # the server went away under it
                 if attempt < attempts:
                     logger.info("%s: connection broke under a read, retrying on a new one", self.role)
                     continue
@@ -304,12 +318,13 @@ class DatabaseRole:
         if pool is None:
             raise PoolTimeout("pool not open")
         on_round_trip = self._metrics.db_queries.labels(self.role).inc if counted else _no_op
-        if fresh or self._watch.refusing or (self.breaker.state is not BreakerState.CLOSED
-                                             and not pool.get_stats().get("pool_available")):
+        if fresh or self._watch.refusing or (
+                (self._watch.lost or self.breaker.state is not BreakerState.CLOSED)
+                and not pool.get_stats().get("pool_available")):
             # A retry after a connection broke, or the server refused the last attempt (what
-            # the pool holds predates it: likely dead), or this is the breaker's probe with
-            # nothing idle: ask the server now, rather than wait for the pool's next attempt,
-            # which its backoff may hold back for seconds.
+            # the pool holds predates it: likely dead), or nothing is idle and the server was
+            # lost (or this is the breaker's probe): ask the server now, rather than wait for
+            # the pool's next attempt, which its backoff or a silent proxy may hold for seconds.
             return await self._on_direct_connection(pool, operation, on_round_trip)
         conn = await self._getconn_unless_refused(pool)
         try:
@@ -317,6 +332,7 @@ class DatabaseRole:
             # leaving the pool (one empty round trip), so that a write is never sent on it.
             await AsyncConnectionPool.check_connection(conn)
         except psycopg.Error:
+            self._watch.record_lost()
             await pool.putconn(conn)   # broken: the pool drops it
             # The server went away since this pool connected: the connections it still
             # holds are as dead. Ask the server directly; if it answers, the pool is renewed.
@@ -349,8 +365,13 @@ class DatabaseRole:
 
     async def _on_direct_connection(self, pool: AsyncConnectionPool, operation: Callable[[Session], Awaitable[T]],
                                     on_round_trip: Callable[[], None]) -> T:
+        deadline_s = self._settings.db_direct_connect_timeout_s
         try:
-            conn = await self._connection_class.connect(self._dsn, **self._connect_kwargs)
+            async with asyncio.timeout(deadline_s):
+                conn = await self._connection_class.connect(self._dsn, **self._connect_kwargs)
+        except TimeoutError as exc:
+            self._watch.record_lost()
+            raise PoolTimeout(f"no answer to a new connection within {deadline_s} s") from exc
         except psycopg.OperationalError as exc:
             if self._watch.refusing:
                 raise _Refused() from exc

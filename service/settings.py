@@ -37,6 +37,9 @@ class Settings:
     # libpq takes whole seconds and psycopg enforces libpq's 2 s floor.
     db_connect_timeout_s: int = 2
     db_pool_timeout_s: float = 2.0
+    # A connection the API opens itself once the server was lost (service.db): a local
+    # server answers in milliseconds, a proxy retrying a dead one not before its retries end.
+    db_direct_connect_timeout_s: float = 0.4
     db_statement_timeout_ms: int = 2000
     # Client-side bound on one database attempt (getting a connection and running
     # its statements): a SIGSTOPped server accepts TCP but never answers, and a
@@ -97,6 +100,7 @@ class Settings:
             redis_timeout_ms=env.integer("REDIS_TIMEOUT_MS", 100, minimum=1),
             db_connect_timeout_s=math.ceil(env.number("DB_CONNECT_TIMEOUT_S", 2.0, minimum=1.0)),
             db_pool_timeout_s=env.number("DB_POOL_TIMEOUT_S", 2.0, minimum=0.01),
+            db_direct_connect_timeout_s=env.number("DB_DIRECT_CONNECT_TIMEOUT_S", 0.4, minimum=0.01),
             db_statement_timeout_ms=env.integer("DB_STATEMENT_TIMEOUT_MS", 2000, minimum=1),
             db_attempt_timeout_s=env.number("DB_ATTEMPT_TIMEOUT_S", 2.5, minimum=0.01),
             db_pool_min_size=env.integer("DB_POOL_MIN_SIZE", 1, minimum=0),

@@ -80,6 +80,47 @@ def test_only_a_quick_failure_counts_as_a_refusal():
     assert after_success is False
 
 
+def test_the_server_is_lost_from_a_failure_until_a_connection_succeeds():
+    watch = ConnectWatch(connect_timeout_s=2)
+    seen = [watch.lost]
+    watch.record_lost()                       # a connection broke under a query
+    seen.append(watch.lost)
+    watch.record(0.02, connected=True)
+    seen.append(watch.lost)
+    watch.record(1.95, connected=False)       # silence is a failure too, though not a refusal
+    seen.append(watch.lost)
+    assert seen == [False, True, False, True]
+
+
+def test_once_the_server_is_lost_a_silent_one_costs_the_direct_deadline_not_the_pool_timeout():
+    """F1 behind the brief's HAProxy: it accepts the API's connection and retries the dead
+    primary for seconds, saying nothing. A listening socket that never accepts is as silent:
+    the kernel completes the handshake, the startup message goes unanswered."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        dsn = f"host=127.0.0.1 port={silent.getsockname()[1]} dbname=x user=x password=x"
+        settings = _settings(dsn)
+        breaker = CircuitBreaker("primary", failure_threshold=3, reset_timeout=60)
+
+        async def scenario() -> tuple[str, float]:
+            role = DatabaseRole("primary", dsn, settings, Metrics(), breaker)
+            await role.open()
+            try:
+                role._watch.record_lost()   # as when the pooled connections broke at the fault
+                started = time.monotonic()
+                with pytest.raises(DatabaseUnavailable) as failure:
+                    await role.run(_select_one, retry_if_broken=False)
+                return failure.value.reason, time.monotonic() - started
+            finally:
+                await role.close()
+
+        reason, seconds = asyncio.run(scenario())
+    assert reason == "no connection available"
+    # The pool timeout is 5 s here and libpq's connect timeout 2 s: either would show.
+    assert seconds < 1.0, seconds
+
+
 class _Connection:
     """What _run_on reads of a connection: whether the driver has seen it die yet."""
 
