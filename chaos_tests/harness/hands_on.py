@@ -8,6 +8,8 @@ killed run left) must not take down a lab that another worker's hands-on test is
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 from chaoslab.waits import wait_until
+
+from .signals import interruptible
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_ROOT = Path(f"/tmp/chaoslab-hands-on-test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
@@ -28,9 +32,10 @@ def chaoslab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 @contextmanager
 def in_a_second_terminal(*args: str, **popen) -> Iterator[subprocess.Popen]:
-    """`python -m chaoslab ARGS` running beside the test, its output on a pipe; killed if the
-    test leaves it running."""
+    """`python -m chaoslab ARGS` running beside the test, its output on a pipe, Ctrl-C (SIGINT)
+    reaching it as in a terminal's foreground; killed if the test leaves it running."""
     env = dict(os.environ, CHAOSLAB_RUN_ROOT=str(RUN_ROOT))
+    popen.setdefault("preexec_fn", interruptible)
     process = subprocess.Popen([sys.executable, "-m", "chaoslab", *args], cwd=REPO, env=env,
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                **popen)
@@ -39,6 +44,30 @@ def in_a_second_terminal(*args: str, **popen) -> Iterator[subprocess.Popen]:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+_PROGRESS = re.compile(r"\bok\s+(\d+)\s+failed\s+(\d+)\s+unknown\s+(\d+)")
+
+
+def ctrl_c_once_clean_again(load: subprocess.Popen, *, timeout: float = 60) -> str:
+    """Watch `load`'s once-a-second lines as a person does and press Ctrl-C at the first second
+    with answers and no failure after one with failures: the outage is over, and waiting out
+    the rest of ``--seconds`` would measure nothing more. Returns all it printed. If no outage
+    is seen, the load runs to its own end (``--seconds`` bounds it)."""
+    lines, troubled = [], False
+    for line in load.stdout:
+        lines.append(line)
+        progress = _PROGRESS.search(line)
+        if progress is None:
+            continue
+        ok, failed, unknown = map(int, progress.groups())
+        if failed or unknown:
+            troubled = True
+        elif troubled and ok:
+            load.send_signal(signal.SIGINT)
+            break
+    rest, _ = load.communicate(timeout=timeout)
+    return "".join(lines) + rest
 
 
 def pasted(line: str) -> str:

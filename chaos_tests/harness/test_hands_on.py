@@ -16,8 +16,8 @@ import pytest
 from chaoslab.rundir import alive, process_tree
 from chaoslab.waits import wait_until
 
-from .hands_on import REPO, RUN_ROOT, assert_soon_a_hit, chaoslab, in_a_second_terminal, pasted, printed
-from .signals import interruptible
+from .hands_on import (REPO, RUN_ROOT, assert_soon_a_hit, chaoslab, ctrl_c_once_clean_again, in_a_second_terminal,
+                       pasted, printed)
 
 pytestmark = pytest.mark.harness
 
@@ -64,7 +64,7 @@ class TestOneLabByHand:
         assert api_state() == "running"
 
     def test_load_stops_cleanly_on_ctrl_c_and_still_judges_its_history(self, shared_lab):
-        with in_a_second_terminal("load", "--seconds", "60", preexec_fn=interruptible) as load:
+        with in_a_second_terminal("load", "--seconds", "60") as load:
             load.stdout.readline()
             load.stdout.readline()   # a first progress line: it is under way
             load.send_signal(signal.SIGINT)
@@ -162,7 +162,7 @@ def test_load_measures_a_failover_done_by_hand_with_the_scenarios_checkers(hands
                      ("switch", "db-replica", "--method", "runtime_api")):
             done = chaoslab(*step)
             assert done.returncode == 0, f"{' '.join(step)}: {done.stderr}"
-        output, _ = load.communicate(timeout=30)
+        output = ctrl_c_once_clean_again(load, timeout=30)
     assert load.returncode == 0, output
     assert " ok " in output and "p99" in output, f"no progress lines:\n{output}"
     lost = printed(output, "lost writes:")

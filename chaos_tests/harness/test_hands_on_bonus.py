@@ -10,8 +10,8 @@ import pytest
 
 from chaoslab.waits import wait_until
 
-from .hands_on import (assert_soon_a_hit, chaoslab, connect_lines, in_a_second_terminal, pasted, printed,
-                       status_line)
+from .hands_on import (assert_soon_a_hit, chaoslab, connect_lines, ctrl_c_once_clean_again, in_a_second_terminal,
+                       pasted, printed, status_line)
 
 pytestmark = pytest.mark.harness
 
@@ -53,7 +53,7 @@ def test_up_patroni_prints_lines_that_work_and_promote_hands_the_lead_over(lab_o
     with in_a_second_terminal("load", "--seconds", "30") as load:
         load.stdout.readline()
         assert chaoslab("fault", "kill", "pg-2").returncode == 0
-        output_of_load, _ = load.communicate(timeout=60)
+        output_of_load = ctrl_c_once_clean_again(load)
     assert "failover: `fault kill pg-2`" in output_of_load, output_of_load
     rto = [line.split()[1] for line in printed(output_of_load, "rto_s")]
     assert rto and 0 < float(rto[0]) < 30, f"Patroni's failover should give an RTO:\n{output_of_load}"
