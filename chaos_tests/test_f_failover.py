@@ -75,6 +75,7 @@ def _run_failover(lab, api, measure, request, *, fault: str, switch: str, promot
         history.mark(NEW_PRIMARY)
         steps.wait_for_writes_through_api(api)                                      # F4
         steps.wait_for_new_acks(workload, steps.ACKS_AFTER_RECOVERY)   # the workload itself is writing again
+        steps.wait_for_judged_reads(workload)   # and reading what it wrote, on the promoted node
     assert lab.node_behind_haproxy() == REPLICA, "after F4, HAProxy must send writes to the promoted replica"
     verdict = steps.judge_failover(history, steps.present_names(lab, REPLICA), measure, request, kind="manual",
                                    fault=fault, switch=switch, promote=promote,

@@ -55,6 +55,12 @@ FAILOVER_PAUSE_S = 0.04
 # acknowledge 50 to 65 writes a second (parts A to F on four workers): each wait is under a second.
 ACKS_BEFORE_FAULT = 15
 ACKS_AFTER_RECOVERY = 10
+# And how many of its reads it judges at least once writes are back: reads of a write acknowledged
+# READ_GRACE_S or more before them, which must return it (check_workload_reads). Without this
+# wait, a failover over in under a second (F1's refused write 0.4 s, the role-aware switch 0.3 s)
+# ended its workload before any read was that old: 0 to 2 reads judged, a check that cannot fail.
+# At FAILOVER_PAUSE_S one reader reads an older write about 12 times a second: about a second.
+READS_JUDGED_AFTER_RECOVERY = 10
 
 
 def failover_workload(api, *, max_seconds: float = 60, max_ops: int = 4000) -> Workload:
@@ -83,6 +89,18 @@ def wait_for_new_acks(workload: Workload, count: int, timeout: float = 20) -> No
     target = len(workload.acked_ids) + count
     wait_until(lambda: len(workload.acked_ids) >= target, service="api",
                expected=f"{count} more acknowledged writes from the workload", timeout=timeout)
+
+
+@phase("workload")
+def wait_for_judged_reads(workload: Workload, count: int = READS_JUDGED_AFTER_RECOVERY, timeout: float = 20) -> None:
+    """Until the workload has made ``count`` more reads that its reads' check judges (see
+    READS_JUDGED_AFTER_RECOVERY): reads that must see a write, not reads it lets miss one."""
+    def judged() -> int:
+        return checkers.check_workload_reads(workload.history, grace=READ_GRACE_S).judged
+    target = judged() + count
+    wait_until(lambda: judged() >= target, service="api",
+               expected=f"{count} more reads of writes acknowledged {READ_GRACE_S} s or more before them",
+               timeout=timeout)
 
 
 @phase("recovery")
