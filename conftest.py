@@ -36,19 +36,29 @@ def pytest_configure(config: pytest.Config) -> None:
 # The order in which `make test`'s workers are handed files, the longest first (their lengths in
 # one `make test`, `python -m chaoslab phases`): the run ends with its last worker, and a long
 # file handed out last ends it late alone (test_hands_on_bonus.py, 64 s, started at 150 s of a
-# 220 s run). The files not named here follow in collection order; each lasts under 15 s.
+# 220 s run). The files not named here follow in collection order; each lasts under 2 s. That
+# matters too: xdist hands a worker its next file when two of its tests are left, so a file
+# queues behind test_patroni.py's last two (about 20 s) unless others took every long one.
 LONGEST_FIRST = (
-    "chaos_tests/test_patroni.py",                 # about 175 s: Patroni's leases and outages
-    "chaos_tests/test_network.py",                 # 90
-    "chaos_tests/harness/test_hands_on.py",        # 85
-    "chaos_tests/test_sentinel.py",                # 80
-    "chaos_tests/harness/test_hands_on_bonus.py",  # 65
-    "chaos_tests/test_f_failover.py",              # 55
-    "chaos_tests/test_grader.py",                  # 50
-    "chaos_tests/test_e_resilience.py",            # 42
-    "chaos_tests/test_stampede.py",                # 34
-    "chaos_tests/harness/test_cleanup.py",         # 27
-    "chaos_tests/test_d_cache.py",                 # 20
+    "chaos_tests/test_patroni.py",                 # about 170 s: Patroni's leases and outages
+    "chaos_tests/test_network.py",                 # 85
+    "chaos_tests/test_sentinel.py",                # 81
+    "chaos_tests/harness/test_hands_on.py",        # 60
+    "chaos_tests/test_f_failover.py",              # 50
+    "chaos_tests/harness/test_hands_on_bonus.py",  # 45
+    "chaos_tests/test_e_resilience.py",            # 40
+    "chaos_tests/test_grader.py",                  # 35
+    "chaos_tests/harness/test_cleanup.py",         # 35
+    "chaos_tests/test_stampede.py",                # 33
+    "chaos_tests/test_d_cache.py",                 # 17
+    "chaos_tests/harness/test_patroni_reaper.py",  # 6
+    "chaos_tests/test_api_input.py",               # 5
+    "chaos_tests/test_c_haproxy.py",               # 4.5
+    "chaos_tests/unit/test_report.py",             # 4
+    "chaos_tests/harness/test_cpu_budget.py",      # 4
+    "chaos_tests/unit/test_faultproxy.py",         # 3
+    "chaos_tests/harness/test_failure_messages.py",  # 2.5
+    "chaos_tests/unit/test_workload.py",           # 2
 )
 
 
