@@ -58,7 +58,7 @@ ACKS_AFTER_RECOVERY = 10
 # And how many of its reads it judges at least once writes are back: reads of a write acknowledged
 # READ_GRACE_S or more before them, which must return it (check_workload_reads). Without this
 # wait, a failover over in under a second (F1's refused write 0.4 s, the role-aware switch 0.3 s)
-# ended its workload before any read was that old: 0 to 2 reads judged, a check that cannot fail.
+# ended its workload before any read was that old: 0 to 2 reads judged, a check that could hardly fail.
 # At FAILOVER_PAUSE_S one reader reads an older write about 12 times a second, few of them old
 # enough right after a short outage: 10 took part F's file 42-51 -> 73 s inside `make test`.
 READS_JUDGED_AFTER_RECOVERY = 5

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -53,20 +54,26 @@ def ctrl_c_once_clean_again(load: subprocess.Popen, *, timeout: float = 60) -> s
     """Watch `load`'s once-a-second lines as a person does and press Ctrl-C at the first second
     with answers and no failure after one with failures: the outage is over, and waiting out
     the rest of ``--seconds`` would measure nothing more. Returns all it printed. If no outage
-    is seen, the load runs to its own end (``--seconds`` bounds it)."""
+    is seen, the load runs to its own end (``--seconds`` bounds it); if it has not ended
+    ``timeout`` seconds after this call, it is killed (its exit status then says so)."""
     lines, troubled = [], False
-    for line in load.stdout:
-        lines.append(line)
-        progress = _PROGRESS.search(line)
-        if progress is None:
-            continue
-        ok, failed, unknown = map(int, progress.groups())
-        if failed or unknown:
-            troubled = True
-        elif troubled and ok:
-            load.send_signal(signal.SIGINT)
-            break
-    rest, _ = load.communicate(timeout=timeout)
+    watchdog = threading.Timer(timeout, load.kill)   # a load that hangs ends the read loop too
+    watchdog.start()
+    try:
+        for line in load.stdout:
+            lines.append(line)
+            progress = _PROGRESS.search(line)
+            if progress is None:
+                continue
+            ok, failed, unknown = map(int, progress.groups())
+            if failed or unknown:
+                troubled = True
+            elif troubled and ok:
+                load.send_signal(signal.SIGINT)
+                break
+        rest, _ = load.communicate(timeout=timeout)
+    finally:
+        watchdog.cancel()
     return "".join(lines) + rest
 
 
