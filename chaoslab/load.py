@@ -10,6 +10,7 @@ from the times the lab's events file gives (see lab_events).
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Callable
 
@@ -41,6 +42,16 @@ def progress_line(history: History, elapsed: float, now: float) -> str:
     latency = f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms" if latencies else "no answer this second"
     return (f"{elapsed:5.0f} s  ok {counts['ok']:4d}  failed {counts['fail']:4d}  "
             f"unknown {counts['unknown']:3d}  {latency}")
+
+
+_PROGRESS = re.compile(r"\bok\s+(\d+)\s+failed\s+(\d+)\s+unknown\s+(\d+)")
+
+
+def progress_counts(line: str) -> tuple[int, int, int] | None:
+    """(ok, failed, unknown) of a line ``progress_line`` printed, None for any other line: for
+    whoever watches the load's output (the hands-on tests do, as a person would)."""
+    found = _PROGRESS.search(line)
+    return None if found is None else (int(found[1]), int(found[2]), int(found[3]))
 
 
 def run_load(api_url: str, run_dir: RunDir, present_names: Callable[[], set[str]], *, seconds: float,

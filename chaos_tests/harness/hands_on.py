@@ -8,7 +8,6 @@ killed run left) must not take down a lab that another worker's hands-on test is
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from chaoslab.load import progress_counts
 from chaoslab.waits import wait_until
 
 from .signals import interruptible
@@ -47,9 +47,6 @@ def in_a_second_terminal(*args: str, **popen) -> Iterator[subprocess.Popen]:
             process.kill()
 
 
-_PROGRESS = re.compile(r"\bok\s+(\d+)\s+failed\s+(\d+)\s+unknown\s+(\d+)")
-
-
 def ctrl_c_once_clean_again(load: subprocess.Popen, *, timeout: float = 60) -> str:
     """Watch `load`'s once-a-second lines as a person does and press Ctrl-C at the first second
     with answers and no failure after one with failures: the outage is over, and waiting out
@@ -62,10 +59,10 @@ def ctrl_c_once_clean_again(load: subprocess.Popen, *, timeout: float = 60) -> s
     try:
         for line in load.stdout:
             lines.append(line)
-            progress = _PROGRESS.search(line)
+            progress = progress_counts(line)
             if progress is None:
                 continue
-            ok, failed, unknown = map(int, progress.groups())
+            ok, failed, unknown = progress
             if failed or unknown:
                 troubled = True
             elif troubled and ok:

@@ -21,6 +21,8 @@ def test_defaults():
     # A probe is waited on for less than an attempt, so that one caught in an old HAProxy
     # process's retries does not hold writes back for a whole attempt after a reload.
     assert s.db_breaker_probe_seconds == 0.4 < s.db_attempt_timeout_s
+    # A connection the API opens itself after a loss is not held to libpq's whole seconds.
+    assert s.db_direct_connect_timeout_s == 0.4 < s.db_connect_timeout_s
     assert s.tracks_write_lsn
 
 
@@ -69,6 +71,7 @@ def test_policy_and_breaker_overrides():
 
 def test_connect_timeout_is_whole_seconds_as_libpq_wants():
     assert Settings.from_env({**REQUIRED, "DB_CONNECT_TIMEOUT_S": "1.5"}).db_connect_timeout_s == 2
+    assert Settings.from_env({**REQUIRED, "DB_DIRECT_CONNECT_TIMEOUT_S": "0.15"}).db_direct_connect_timeout_s == 0.15
 
 
 def test_guard_needs_the_cache():

@@ -1,5 +1,6 @@
 """The harness' one way to wait: a deadline, and a message that says what and where."""
 
+import socket
 import time
 
 import pytest
@@ -51,17 +52,26 @@ def test_a_state_that_breaks_ends_the_watch_at_once():
 
 
 def test_a_slow_probe_does_not_stretch_the_window():
-    # A probe that takes 0.2 s (a connection timing out through a partition), polled every
-    # 0.5 s for 0.3 s: the last probe starts when the window ends, so the watch lasts about
-    # 0.5 s, not 0.9 s (a whole interval and a probe past the window).
+    # A probe that takes 0.2 s, polled every 0.5 s for 0.3 s: the last probe starts when the
+    # window ends, so the watch lasts about 0.5 s, not 0.9 s (a whole interval and a probe past
+    # the window). Slow as a probe through a partition is: it waits for a peer that never
+    # answers, up to its own timeout.
     started_at = []
-    def slow():
-        started_at.append(time.monotonic())
-        time.sleep(0.2)
-        return True
-    began = time.monotonic()
-    with phases.recording() as ledger:
-        assert holds_for(slow, seconds=0.3, interval=0.5) is True
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)   # the kernel completes the handshakes; nothing is ever sent back
+
+        def slow():
+            started_at.append(time.monotonic())
+            with socket.create_connection(silent.getsockname(), timeout=0.2) as conn:
+                try:
+                    conn.recv(1)
+                except TimeoutError:
+                    return True   # no answer within the probe's timeout: still cut off
+            return False
+        began = time.monotonic()
+        with phases.recording() as ledger:
+            assert holds_for(slow, seconds=0.3, interval=0.5) is True
     assert started_at[-1] - began >= 0.3    # the window's end is still watched
     assert time.monotonic() - began < 0.8
     assert ledger["fault held"] >= 0.3      # the test's phases count the watch
