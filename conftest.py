@@ -185,7 +185,7 @@ def patroni_api_server(patroni_cluster):
         server.close()
 
 
-@pytest.fixture(params=[False, True], ids=["async", "sync"])
+@pytest.fixture(scope="module", params=[False, True], ids=["async", "sync"])
 def synchronous(request) -> bool:
     return request.param
 

@@ -149,7 +149,8 @@ MEASURES: dict[str, Measure] = {m.name: m for m in (
     Measure("writes_back_after_heal_s", "s", "écritures de retour après",
             "de la fin de la partition au premier `POST` acquitté par l'API inchangée"),
     Measure("writes_acked_without_etcd", "", "écritures acquittées sans etcd",
-            "écritures de l'API envoyées dans la seconde moitié de la coupure d'etcd et acquittées avant son retour"),
+            "écritures de l'API envoyées pendant la coupure d'etcd, une fois le bail (`ttl`) de la clé du leader "
+            "écoulé, et acquittées avant son retour"),
     Measure("writes_on_old_primary", "", "écritures acceptées par l'ancien primary",
             "écritures d'un client qui joint encore l'ancien primary en direct, après la promotion, "
             "présentes dans sa table `products`"),
