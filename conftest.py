@@ -117,17 +117,53 @@ def api_server(cluster):
         server.close()
 
 
+def _ready(server: ApiServer, **settings: str) -> ApiServer:
+    try:
+        server.ensure(**settings)
+    except LabError as exc:
+        pytest.fail(f"the API could not start: {exc}", pytrace=False)
+    return server
+
+
 @pytest.fixture
 def api(lab, api_server):
     """The API with its default settings, in front of a baseline lab, ready to read and write.
 
-    A scenario that needs other settings calls ``api.ensure(SETTING=value)``.
+    A scenario that needs other settings from its start takes ``api_with`` instead; one that
+    changes them halfway calls ``api.ensure(SETTING=value)``.
     """
+    return _ready(api_server)
+
+
+@pytest.fixture
+def api_with(lab, api_server):
+    """The API with the settings a scenario names, ready: ``api = api_with(SETTING=value)``.
+
+    It restarts once if the running API has other settings, where ``api`` then
+    ``api.ensure(...)`` would restart twice (to the defaults, then to the scenario's): a
+    restart is about a second of a busy ``make test``, and a third of the scenarios have
+    settings of their own."""
+    return lambda **settings: _ready(api_server, **settings)
+
+
+@pytest.fixture(scope="session")
+def no_cache_api_server(cluster):
+    """A second API process, with the cache off, kept for the session beside ``api_server``."""
+    server = ApiServer(cluster)
     try:
-        api_server.ensure()
-    except LabError as exc:
-        pytest.fail(f"the API could not start: {exc}", pytrace=False)
-    return api_server
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def no_cache_api(lab, no_cache_api_server):
+    """The same API with the cache off (``CACHE_ENABLED=false``): every read reaches a database.
+
+    A process of its own rather than ``api`` restarted: a scenario that compares reads with and
+    without the cache (E1's no-cache latency, the cache's before/after) uses both, and neither
+    restarts. It idles between the scenarios that use it (no request, no query)."""
+    return _ready(no_cache_api_server, CACHE_ENABLED="false")
 
 
 @pytest.fixture(scope="session")

@@ -58,13 +58,13 @@ def test_put_invalidates_the_key(lab, api):
     assert api_client.read(api.base_url, product["id"]).body["price_cents"] == 3999
 
 
-def test_read_after_write_is_stale_while_the_replica_lags_d4(lab, api, measure):
+def test_read_after_write_is_stale_while_the_replica_lags_d4(lab, no_cache_api, measure):
     """D4 made deterministic: an apply delay on the replica, a read right after a PUT.
 
     The cache is off here so that only replication lag is measured; the cache's own
     effect is the race test below.
     """
-    api.ensure(CACHE_ENABLED="false")
+    api = no_cache_api
     product = _product(lab, api)
     delay_ms = 1500
     lab.delay_replay(REPLICA, delay_ms)
@@ -87,7 +87,7 @@ def test_read_after_write_is_stale_while_the_replica_lags_d4(lab, api, measure):
 
 
 @pytest.mark.parametrize("guard", ["off", "on"])
-def test_stale_fill_race_after_put(lab, api, measure, guard):
+def test_stale_fill_race_after_put(lab, api_with, measure, guard):
     """The race the brief hides: a miss right after PUT refills Redis from a lagging replica.
 
     Guard off (the brief's cache-aside), the old value is cached for a whole TTL,
@@ -96,7 +96,7 @@ def test_stale_fill_race_after_put(lab, api, measure, guard):
     stale for longer than the lag (here: not at all, the primary answers).
     """
     ttl_s, delay_ms = 4, 1000
-    api.ensure(CACHE_TTL_SECONDS=str(ttl_s), STALE_FILL_GUARD=guard)
+    api = api_with(CACHE_TTL_SECONDS=str(ttl_s), STALE_FILL_GUARD=guard)
     product = _product(lab, api)
     api_client.read(api.base_url, product["id"])  # cached: 4999
     lab.delay_replay(REPLICA, delay_ms)
@@ -116,20 +116,19 @@ def test_stale_fill_race_after_put(lab, api, measure, guard):
         assert window <= delay_ms, "with the guard, staleness is bounded by the replication lag"
 
 
-def test_latency_and_db_reads_before_and_after_the_cache(lab, api, measure):
+def test_latency_and_db_reads_before_and_after_the_cache(lab, api, no_cache_api, measure):
     """The brief's 'mesures avant/après cache': the same reads, cache off then warm; the
     database reads are counted by PostgreSQL itself (pg_stat_statements), not by the API."""
     requests_per_mode = 300
     ids = [_product(lab, api, f"p{i}", 100 + i)["id"] for i in range(10)]
     samples: dict[str, list[float]] = {}
     db_reads: dict[str, int] = {}
-    for mode, settings in (("cache_off", {"CACHE_ENABLED": "false"}), ("cache_warm", {})):
-        api.ensure(**settings)
+    for mode, server in (("cache_off", no_cache_api), ("cache_warm", api)):
         with requests.Session() as session:
             for product_id in ids:  # warm the cache (and the connections) before measuring
-                api_client.read(api.base_url, product_id, session)
+                api_client.read(server.base_url, product_id, session)
             before = lab.product_reads()
-            reads = [api_client.read(api.base_url, ids[i % len(ids)], session) for i in range(requests_per_mode)]
+            reads = [api_client.read(server.base_url, ids[i % len(ids)], session) for i in range(requests_per_mode)]
             db_reads[mode] = lab.product_reads() - before
         assert all(r.status == 200 for r in reads)
         samples[mode] = [r.latency_ms for r in reads]

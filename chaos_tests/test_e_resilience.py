@@ -19,9 +19,9 @@ BACK = {"stop": "start", "kill": "start", "pause": "resume"}   # how Redis comes
 
 
 @pytest.mark.parametrize("fault", ["stop", "kill", "pause"])
-def test_redis_outage_keeps_the_api_answering(lab, api, measure, fault):
+def test_redis_outage_keeps_the_api_answering(lab, api, no_cache_api, measure, fault):
     """E1: Redis stopped, killed or frozen: answers come from the database, no error, no wait."""
-    steps.redis_outage_under_read_load(lab, api, measure, fault=lambda: lab.fault(fault, REDIS),
+    steps.redis_outage_under_read_load(lab, api, no_cache_api, measure, fault=lambda: lab.fault(fault, REDIS),
                                        back=lambda: lab.fault(BACK[fault], REDIS), what=f"Redis {fault}")
 
 
@@ -58,9 +58,9 @@ def test_an_api_started_while_redis_is_down_answers_then_uses_the_cache(lab, api
 
 
 @pytest.mark.parametrize("policy", ["fallback", "error"])
-def test_replica_outage(lab, api, measure, policy):
+def test_replica_outage(lab, api_with, measure, policy):
     """E2: the replica stops; the API falls back to the primary, or says 503, by setting."""
-    api.ensure(REPLICA_DOWN_POLICY=policy, CACHE_ENABLED="false")  # every read must reach a database
+    api = api_with(REPLICA_DOWN_POLICY=policy, CACHE_ENABLED="false")  # every read must reach a database
     products = steps.create_products(lab, api, 3)
     lab.stop(REPLICA)
     started = time.monotonic()

@@ -31,9 +31,9 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_the_grader_gives_exactly_the_points_of_what_works(lab, api, measure, variant):
+def test_the_grader_gives_exactly_the_points_of_what_works(lab, api_with, measure, variant):
     settings, lost = VARIANTS[variant]
-    api.ensure(**settings(lab))
+    api = api_with(**settings(lab))
     grade = grade_target(LabTarget(lab, api))
     failed = {r.id for r in grade.results if r.outcome == rubric.FAILED}
     not_run = {r.id for r in grade.results if r.outcome == rubric.NOT_RUN}

@@ -46,11 +46,11 @@ def _fault(lab, api, name: str):
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_redis_unreachable_over_the_network_keeps_reads_fast(lab, api, measure, fault):
+def test_redis_unreachable_over_the_network_keeps_reads_fast(lab, api, no_cache_api, measure, fault):
     """No 5xx, the breaker opens (reads cost what reads without a cache cost), p99 bounded,
     and once the link heals the cache fills again by itself."""
     apply, heal = _fault(lab, api, fault)
-    outage = steps.redis_outage_under_read_load(lab, api, measure, fault=apply, back=heal,
+    outage = steps.redis_outage_under_read_load(lab, api, no_cache_api, measure, fault=apply, back=heal,
                                                 what=f"the link to Redis {fault}", redis_answers_the_harness=True)
     # From Redis's side: with the breaker open the API leaves Redis alone, but for a probe
     # now and then (one per reset period); a blackhole lets nothing through at all.
@@ -119,15 +119,15 @@ def _stale_while_lagging(lab, api, product_id: int, new_price: int) -> tuple[flo
     return window_ms, max(lag[0] for lag in lags) * 1000, max(lag[1] for lag in lags), held_stale
 
 
-def test_a_slow_replication_link_delays_the_replica_and_the_stale_window_follows(lab, api, measure):
+def test_a_slow_replication_link_delays_the_replica_and_the_stale_window_follows(lab, api, no_cache_api,
+                                                                                 measure):
     """The WAL reaches the replica 300 ms late: the primary sees the replica behind, and D4's
     stale window (cache off, reads from the replica) follows the link's delay. With the cache
     on, the API's write-position guard keeps the old value out of Redis all along."""
-    api.ensure(CACHE_ENABLED="false")
     product = api_client.create(api.base_url, "Keyboard", 4999)
     lab.wait_caught_up()
     lab.fault_link("latency", REPLICA, PRIMARY, ms=REPLICATION_LATENCY_MS)
-    window_ms, lag_ms, lag_bytes, _ = _stale_while_lagging(lab, api, product["id"], 3999)
+    window_ms, lag_ms, lag_bytes, _ = _stale_while_lagging(lab, no_cache_api, product["id"], 3999)
     measure("replication_latency_ms", REPLICATION_LATENCY_MS, "ms")
     measure("stale_window_ms", round(window_ms, 1), "ms")
     measure("replay_lag_ms_max", round(lag_ms, 1), "ms")
@@ -136,7 +136,6 @@ def test_a_slow_replication_link_delays_the_replica_and_the_stale_window_follows
         f"a {REPLICATION_LATENCY_MS} ms replication link gave a stale window of {window_ms:.0f} ms")
     assert lag_bytes > 0, "the primary never saw the replica behind while the link was slow"
 
-    api.ensure()
     api_client.read(api.base_url, product["id"])   # cached, then changed while the replica lags
     _, _, _, held_stale = _stale_while_lagging(lab, api, product["id"], 2999)
     assert not held_stale, f"Redis held an old value while the replica lagged (the stale-fill guard): {held_stale[:2]}"

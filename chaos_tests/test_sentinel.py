@@ -22,14 +22,9 @@ from chaoslab.waits import holds_for, wait_until
 pytestmark = pytest.mark.sentinel
 
 
-def _sentinel_api(api, redis_ha):
-    api.ensure(REDIS_SENTINELS=redis_ha.sentinel_setting(), REDIS_SENTINEL_MASTER=MASTER_NAME)
-    return api
-
-
 @pytest.mark.parametrize("fault", ["kill", "pause"])
-def test_master_failover_under_load(lab, api, redis_ha, measure, fault):
-    _sentinel_api(api, redis_ha)
+def test_master_failover_under_load(lab, api_with, redis_ha, measure, fault):
+    api = api_with(REDIS_SENTINELS=redis_ha.sentinel_setting(), REDIS_SENTINEL_MASTER=MASTER_NAME)
     products = steps.create_products(lab, api, 5)
     some_id = next(iter(products))
     api_client.read(api.base_url, some_id)

@@ -92,10 +92,10 @@ def _cache_headers(replies: list[Reply]) -> str:
 
 
 @pytest.mark.parametrize("protection", ["on", "off"])
-def test_cold_key_burst_reads_the_database_once(lab, api, measure, protection):
+def test_cold_key_burst_reads_the_database_once(lab, api_with, measure, protection):
     """N concurrent GETs on a key missing from the cache: one load, shared, with
     protection; one load per request (nearly) without."""
-    api.ensure(STAMPEDE_PROTECTION=protection)
+    api = api_with(STAMPEDE_PROTECTION=protection)
     product = _product(lab, api)  # POST invalidates: the key is cold
     before = lab.product_reads()
     misses_before = api.metric("cache_requests_total", result="miss")
@@ -265,14 +265,14 @@ def _hot_key_run(lab, api, seconds: float, connections: int) -> dict:
 
 
 @pytest.mark.parametrize("protection", ["on", "off"])
-def test_hot_key_under_steady_load_has_no_burst_of_reads_at_expiry(lab, api, measure, protection):
+def test_hot_key_under_steady_load_has_no_burst_of_reads_at_expiry(lab, api_with, measure, protection):
     """A hot key with a 1 s TTL, with 32 GETs outstanding at all times for 3.5 s (four
     expiries): with protection each expiry costs one read (XFetch's early refresh,
     or the one load after a miss); without, every request in flight at expiry misses.
     The load keeps both cores busy while it lasts, so the shortest TTL (Redis's EX is in
     whole seconds) gives the most expiries for the CPU it costs."""
     ttl_s, seconds = 1, 3.5
-    api.ensure(STAMPEDE_PROTECTION=protection, CACHE_TTL_SECONDS=str(ttl_s))
+    api = api_with(STAMPEDE_PROTECTION=protection, CACHE_TTL_SECONDS=str(ttl_s))
     refreshes_before = api.metric("stampede_events_total", event="early_refresh")
     run = _hot_key_run(lab, api, seconds, connections=32)
     refreshes = api.metric("stampede_events_total", event="early_refresh") - refreshes_before
@@ -295,12 +295,12 @@ def test_hot_key_under_steady_load_has_no_burst_of_reads_at_expiry(lab, api, mea
         assert worst >= 3, f"without protection an expiry under load should stampede; worst window {worst}"
 
 
-def test_xfetch_refreshes_a_hot_key_before_it_expires(lab, api, measure):
+def test_xfetch_refreshes_a_hot_key_before_it_expires(lab, api_with, measure):
     """With a large beta the early refresh is near-certain well before each expiry
     (the window is beta x the measured load time), so the key never goes missing:
     no miss at all while it is read, and each refresh is one database read."""
     ttl_s, seconds = 1, 3.25   # three expiries, as short as the hot key's test above
-    api.ensure(CACHE_TTL_SECONDS=str(ttl_s), XFETCH_BETA="100")
+    api = api_with(CACHE_TTL_SECONDS=str(ttl_s), XFETCH_BETA="100")
     misses_before = api.metric("cache_requests_total", result="miss")
     refreshes_before = api.metric("stampede_events_total", event="early_refresh")
     run = _hot_key_run(lab, api, seconds, connections=8)
@@ -322,11 +322,11 @@ def test_xfetch_refreshes_a_hot_key_before_it_expires(lab, api, measure):
         "one database read, and nothing else read")
 
 
-def test_a_dead_lock_holder_delays_the_others_at_most_the_lock_lifetime(lab, api, measure):
+def test_a_dead_lock_holder_delays_the_others_at_most_the_lock_lifetime(lab, api_with, measure):
     """A load lock taken by a holder that died (a foreign token nobody will release):
     GETs wait for it, take it over when it expires, and all answer; no deadlock."""
     lock_ttl_ms, margin_ms = 1000, 600
-    api.ensure(STAMPEDE_LOCK_TTL_MS=str(lock_ttl_ms))
+    api = api_with(STAMPEDE_LOCK_TTL_MS=str(lock_ttl_ms))
     product = _product(lab, api)
     lock = f"product:{product['id']}:lock"
     redis = lab.redis()
