@@ -24,9 +24,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """A SIGTERM (a CI runner giving up, `timeout`, `kill`) ends the run as Ctrl-C does:
-    every fixture's teardown runs and nothing of the lab stays. (Under xdist the workers hold
-    the labs; a controller that ends closes their channels, and they tear down.)"""
-    terminate_like_ctrl_c()
+    every fixture's teardown runs and nothing of the lab stays. Under xdist the workers hold
+    the labs: the controller passes the signal on to them at once."""
+    xdist_controller = not hasattr(config, "workerinput") and bool(config.getoption("numprocesses", None))
+    terminate_like_ctrl_c(pass_on_to_children=xdist_controller)
     # xdist hands out files with the most tests first unless told not to; the collection's
     # order (LONGEST_FIRST) is the one to keep.
     if getattr(config.option, "loadscopereorder", None):

@@ -194,6 +194,12 @@ def process_tree(leader: int) -> list[int]:
     return sorted(alive, key=lambda pid: pid != leader)
 
 
+def children(parent: int) -> list[int]:
+    """The live processes whose parent is ``parent`` (not their own children)."""
+    return sorted(pid for pid, (ppid, _, state) in _process_table().items()
+                  if ppid == parent and state not in ("Z", "X"))
+
+
 def signal_tree(leader: int, sig: int) -> list[int]:
     """Send ``sig`` to the whole tree, leader first (a stopped leader forks nothing new)."""
     pids = process_tree(leader)
