@@ -39,12 +39,17 @@ PARENT = textwrap.dedent("""
 
 
 def test_children_are_the_direct_ones_only():
+    # This process may have others (an xdist worker's lab): only these two are looked for.
     with subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
-                           "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(10)']); "
-                           "time.sleep(10)"]) as child:
+                           "print(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(10)']).pid, "
+                           "flush=True); time.sleep(10)"], stdout=subprocess.PIPE, text=True) as child:
         try:
-            assert rundir.children(os.getpid()) == [child.pid]
+            grandchild = int(child.stdout.readline())
+            assert child.pid in rundir.children(os.getpid())
+            assert grandchild not in rundir.children(os.getpid())
+            assert rundir.children(child.pid) == [grandchild]
         finally:
+            os.kill(grandchild, signal.SIGKILL)
             child.kill()
 
 
