@@ -222,6 +222,8 @@ def patroni_api_server(patroni_cluster):
         server.close()
 
 
+# Module-scoped so that pytest runs a file's async scenarios before its sync ones (the few
+# parametrized async only say scope="module" too): synchronous_mode changes once each way.
 @pytest.fixture(scope="module", params=[False, True], ids=["async", "sync"])
 def synchronous(request) -> bool:
     return request.param
